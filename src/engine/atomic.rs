@@ -1,0 +1,201 @@
+//! Atomic, durable output: the one way tasks write files.
+//!
+//! Each file is written to a hidden temporary beside its target (`.NAME.partial`), all of a
+//! batch's temporaries are made durable together, then renamed over their targets and the
+//! folders synced. A reader therefore sees either the old file or the complete new one, and
+//! a crash leaves at most `.partial` leftovers, which the next write of the same target
+//! replaces.
+//!
+//! Syncing thousands of small files one by one costs about 0.4 ms each here; a batch of
+//! more than [`FSYNC_EACH_LIMIT`] files is instead flushed with one `syncfs` on Linux.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Up to this many files, a batch fsyncs each file; above it, one filesystem-wide sync is
+/// cheaper.
+pub const FSYNC_EACH_LIMIT: usize = 8;
+
+/// Files written but not yet committed. Dropping a `Staging` without committing removes its
+/// temporaries, so a failed task item leaves nothing behind under any name.
+#[derive(Default)]
+pub struct Staging {
+    staged: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Staging {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes `bytes` for `target` (to its temporary; visible only after [`commit`]).
+    ///
+    /// [`commit`]: Staging::commit
+    pub fn write(&mut self, target: impl Into<PathBuf>, bytes: &[u8]) -> io::Result<()> {
+        let target = target.into();
+        let temp = temp_path(&target);
+        let result = match File::create(&temp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                File::create(&temp)
+            }
+            other => other,
+        };
+        let mut file = result.map_err(|e| with_path(e, &temp))?;
+        file.write_all(bytes).map_err(|e| with_path(e, &temp))?;
+        if self.staged.len() < FSYNC_EACH_LIMIT {
+            // Small batches sync as they go; large ones sync once in `commit`.
+            file.sync_all().map_err(|e| with_path(e, &temp))?;
+        }
+        self.staged.push((temp, target));
+        Ok(())
+    }
+
+    /// The targets staged so far.
+    pub fn targets(&self) -> impl Iterator<Item = &Path> {
+        self.staged.iter().map(|(_, t)| t.as_path())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+
+    /// Makes every staged file durable, renames each over its target and syncs the folders.
+    /// Returns the committed targets in the order they were written.
+    pub fn commit(mut self) -> io::Result<Vec<PathBuf>> {
+        let staged = std::mem::take(&mut self.staged);
+        if staged.len() > FSYNC_EACH_LIMIT {
+            sync_many(&staged[FSYNC_EACH_LIMIT..])?;
+        }
+        let mut folders = BTreeSet::new();
+        for (temp, target) in &staged {
+            fs::rename(temp, target).map_err(|e| with_path(e, target))?;
+            if let Some(parent) = target.parent() {
+                folders.insert(parent.to_path_buf());
+            }
+        }
+        for folder in folders {
+            sync_dir(&folder)?;
+        }
+        Ok(staged.into_iter().map(|(_, target)| target).collect())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        for (temp, _) in &self.staged {
+            let _ = fs::remove_file(temp);
+        }
+    }
+}
+
+/// Atomically replaces `target` with `bytes`, durable when this returns.
+pub fn write_file(target: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut staging = Staging::new();
+    staging.write(target, bytes)?;
+    staging.commit().map(drop)
+}
+
+/// The hidden temporary that stands in for `target` until it is committed.
+pub fn temp_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.partial"))
+}
+
+/// True for the temporaries this module creates, so cleaners can recognise leftovers.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".partial")
+}
+
+/// Makes renames and removals inside `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| with_path(e, dir))
+}
+
+#[cfg(target_os = "linux")]
+fn sync_many(staged: &[(PathBuf, PathBuf)]) -> io::Result<()> {
+    // One syncfs flushes every dirty file of the filesystem that holds them: a single
+    // journal commit instead of one per file.
+    let (temp, _) = &staged[0];
+    let file = File::open(temp).map_err(|e| with_path(e, temp))?;
+    rustix::fs::syncfs(&file).map_err(|e| with_path(e.into(), temp))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_many(staged: &[(PathBuf, PathBuf)]) -> io::Result<()> {
+    for (temp, _) in staged {
+        File::open(temp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| with_path(e, temp))?;
+    }
+    Ok(())
+}
+
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_visible_before_commit_and_drop_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("sub/a.txt");
+        {
+            let mut staging = Staging::new();
+            staging.write(&target, b"hello").unwrap();
+            assert!(!target.exists());
+            assert!(temp_path(&target).exists());
+        }
+        assert!(
+            !temp_path(&target).exists(),
+            "dropped staging removes temps"
+        );
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn commit_renames_every_file_of_a_large_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut staging = Staging::new();
+        for i in 0..50 {
+            staging
+                .write(dir.path().join(format!("{i}.bin")), &[i as u8; 10])
+                .unwrap();
+        }
+        let committed = staging.commit().unwrap();
+        assert_eq!(committed.len(), 50);
+        for i in 0..50u8 {
+            assert_eq!(
+                fs::read(dir.path().join(format!("{i}.bin"))).unwrap(),
+                vec![i; 10]
+            );
+        }
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| is_temp_name(&e.file_name().to_string_lossy()))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn write_file_replaces_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x");
+        write_file(&target, b"one").unwrap();
+        write_file(&target, b"two").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"two");
+    }
+}

@@ -1,0 +1,88 @@
+//! What a task is: identity, parameters, requirements, inputs, targets, and its work in the
+//! prepare / per-item / finish shape.
+
+use crate::engine::Staging;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Parameters that change a task's outputs. They go into its stamp, so changing one makes
+/// the task (and, through its outputs, everything downstream) stale. Options that only
+/// change how fast the work is done (worker counts) do not belong here.
+pub type Parameters = BTreeMap<String, String>;
+
+pub type TaskRef = Arc<dyn Task>;
+
+/// A unit of work with declared file targets, in the manner of a Luigi task.
+///
+/// The engine owns scheduling, parallelism, resume and error collection; a task supplies
+/// only its own logic through [`Task::prepare`] and the returned [`Plan`].
+pub trait Task: Send + Sync {
+    /// The task's kind, e.g. `DecollageImages`.
+    fn name(&self) -> &'static str;
+
+    /// A unique identity within one graph, shown in summaries and reports.
+    fn id(&self) -> String {
+        self.name().to_string()
+    }
+
+    fn parameters(&self) -> Parameters {
+        Parameters::new()
+    }
+
+    fn requires(&self) -> Vec<TaskRef> {
+        Vec::new()
+    }
+
+    /// Files the task reads that are known before it runs (inputs discovered while planning
+    /// belong to [`Item::inputs`]). An error here (say, an ambiguous input folder) makes the
+    /// task incomplete, and running it reports the error.
+    fn inputs(&self) -> anyhow::Result<Vec<PathBuf>> {
+        Ok(Vec::new())
+    }
+
+    /// The targets. A task with none is a wrapper: complete when its requirements are.
+    fn outputs(&self) -> Vec<PathBuf>;
+
+    /// Where the engine keeps this task's stamp and item markers.
+    fn state_dir(&self) -> PathBuf;
+
+    /// The serial planning step: read what is needed and list the work items.
+    fn prepare(&self) -> anyhow::Result<Box<dyn Plan + '_>> {
+        Ok(Box::new(NoWork))
+    }
+}
+
+/// One independently resumable piece of a task's work (for decollage: one collage page).
+#[derive(Clone, Debug)]
+pub struct Item {
+    /// Unique within the task; names the item in errors and its marker.
+    pub key: String,
+    /// Files this item reads; their fingerprints join the item's identity.
+    pub inputs: Vec<PathBuf>,
+    /// Anything else the item's output depends on (for decollage: a digest of its rows).
+    pub fingerprint: String,
+}
+
+/// The work planned by [`Task::prepare`].
+pub trait Plan: Send + Sync {
+    fn items(&self) -> Vec<Item> {
+        Vec::new()
+    }
+
+    /// Does item `index` of [`Plan::items`], writing every output through `out`. Called in
+    /// parallel, and only for items whose outputs are not already done.
+    fn run_item(&self, _index: usize, _out: &mut Staging) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// The serial last step, after every item succeeded (for example, a manifest).
+    fn finish(&self, _out: &mut Staging) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// The plan of a task with nothing to do.
+pub struct NoWork;
+
+impl Plan for NoWork {}

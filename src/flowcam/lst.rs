@@ -1,0 +1,448 @@
+//! The `.lst` particle list: a version line, `num-fields|N`, N `name|type` lines, then one
+//! `|`-separated row per particle.
+//!
+//! The file is untrusted: every value is checked against its declared type, the geometry
+//! must be non-negative, and `collage_file` must be a plain file name, so that a list can
+//! never make us open `../../etc/passwd`. N varies with instrument and software version and
+//! is read from the file, never assumed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// How many problems one error message lists before it summarises the rest.
+const MAX_REPORTED: usize = 10;
+
+/// The fields every row must have for us to cut vignettes.
+pub const REQUIRED_FIELDS: [&str; 6] = [
+    "id",
+    "image_x",
+    "image_y",
+    "image_w",
+    "image_h",
+    "collage_file",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    Int32,
+    Int64,
+    Double,
+    Float,
+    String,
+    Timestamp,
+    Guid,
+}
+
+impl FieldType {
+    fn parse(text: &str) -> Option<FieldType> {
+        Some(match text {
+            "int32" => FieldType::Int32,
+            "int64" => FieldType::Int64,
+            "double" => FieldType::Double,
+            "float" => FieldType::Float,
+            "string" => FieldType::String,
+            "timestamp" => FieldType::Timestamp,
+            "guid" => FieldType::Guid,
+            _ => return None,
+        })
+    }
+
+    pub fn is_numeric(self) -> bool {
+        matches!(
+            self,
+            FieldType::Int32 | FieldType::Int64 | FieldType::Double | FieldType::Float
+        )
+    }
+
+    fn check(self, value: &str) -> Result<(), String> {
+        let ok = match self {
+            FieldType::Int32 => value.parse::<i32>().is_ok(),
+            FieldType::Int64 => value.parse::<i64>().is_ok(),
+            FieldType::Double | FieldType::Float => value.parse::<f64>().is_ok(),
+            FieldType::String => true,
+            FieldType::Timestamp => parse_timestamp(value).is_some(),
+            FieldType::Guid => is_guid(value),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{value:?} is not a valid {}", self.name()))
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::Int32 => "int32",
+            FieldType::Int64 => "int64",
+            FieldType::Double => "double",
+            FieldType::Float => "float",
+            FieldType::String => "string",
+            FieldType::Timestamp => "timestamp",
+            FieldType::Guid => "guid",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Field {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+}
+
+/// A parsed, validated particle list.
+#[derive(Debug, Clone)]
+pub struct ParticleList {
+    pub path: PathBuf,
+    /// The format version line, e.g. `017`.
+    pub version: String,
+    pub fields: Vec<Field>,
+    /// One entry per particle, values in field order, as written in the file.
+    pub rows: Vec<Vec<String>>,
+}
+
+/// A problem with a `.lst` file, naming the file and, where it applies, the line and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LstError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+    /// Problems found beyond those listed.
+    pub more: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for LstError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.path.display())?;
+            if let Some(line) = p.line {
+                write!(f, ":{line}")?;
+            }
+            if let Some(field) = &p.field {
+                write!(f, ": field {field}")?;
+            }
+            write!(f, ": {}", p.message)?;
+        }
+        if self.more > 0 {
+            write!(f, "\n... and {} more problems", self.more)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LstError {}
+
+impl ParticleList {
+    pub fn read(path: &Path) -> anyhow::Result<ParticleList> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Ok(Self::parse(path, &bytes)?)
+    }
+
+    /// Parses `bytes` as the contents of `path` (the path only names the file in errors).
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<ParticleList, LstError> {
+        // The instrument PCs run Windows; a non-UTF-8 file is read as Latin-1 rather than
+        // rejected or silently mangled.
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => std::borrow::Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
+        };
+        let mut parser = Parser {
+            path,
+            problems: Vec::new(),
+            more: 0,
+        };
+        let mut lines: Vec<&str> = text
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .collect();
+        while lines.last().is_some_and(|l| l.trim().is_empty()) {
+            lines.pop();
+        }
+        let header = parser.header(&lines);
+        let Some((version, fields)) = header else {
+            return Err(parser.into_error());
+        };
+        let first_row = 2 + fields.len();
+        let index = |name: &str| fields.iter().position(|f| f.name == name);
+        let geometry: Vec<usize> = ["image_x", "image_y", "image_w", "image_h"]
+            .iter()
+            .filter_map(|n| index(n))
+            .collect();
+        let id_index = index("id").expect("checked by header");
+        let collage_index = index("collage_file").expect("checked by header");
+        let mut rows = Vec::with_capacity(lines.len().saturating_sub(first_row));
+        let mut seen_ids: HashMap<String, usize> = HashMap::new();
+        for (offset, line) in lines[first_row.min(lines.len())..].iter().enumerate() {
+            let line_no = first_row + offset + 1;
+            let values: Vec<&str> = line.split('|').collect();
+            if values.len() != fields.len() {
+                parser.problem(
+                    Some(line_no),
+                    None,
+                    format!("expected {} fields, found {}", fields.len(), values.len()),
+                );
+                continue;
+            }
+            let mut ok = true;
+            for (field, value) in fields.iter().zip(&values) {
+                if let Err(message) = field.ty.check(value) {
+                    parser.problem(Some(line_no), Some(&field.name), message);
+                    ok = false;
+                }
+            }
+            for &g in &geometry {
+                let minimum = if fields[g].name.ends_with("_w") || fields[g].name.ends_with("_h") {
+                    1
+                } else {
+                    0
+                };
+                if values[g].parse::<i64>().is_ok_and(|v| v < minimum) {
+                    parser.problem(
+                        Some(line_no),
+                        Some(&fields[g].name),
+                        format!("{} must be at least {minimum}", values[g]),
+                    );
+                    ok = false;
+                }
+            }
+            if let Err(message) = check_plain_file_name(values[collage_index]) {
+                parser.problem(Some(line_no), Some("collage_file"), message);
+                ok = false;
+            }
+            let id = values[id_index];
+            if let Some(first) = seen_ids.insert(id.to_string(), line_no) {
+                parser.problem(
+                    Some(line_no),
+                    Some("id"),
+                    format!("particle id {id} already used on line {first}"),
+                );
+                ok = false;
+            }
+            if ok {
+                rows.push(values.iter().map(|v| v.to_string()).collect());
+            }
+        }
+        if !parser.problems.is_empty() {
+            return Err(parser.into_error());
+        }
+        Ok(ParticleList {
+            path: path.to_path_buf(),
+            version,
+            fields,
+            rows,
+        })
+    }
+
+    pub fn field_index(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.name == name)
+    }
+
+    /// The list as CSV: a header of field names, then the rows as written in the `.lst`.
+    pub fn to_csv(&self) -> anyhow::Result<Vec<u8>> {
+        let mut writer = csv::Writer::from_writer(Vec::with_capacity(self.rows.len() * 512));
+        writer.write_record(self.fields.iter().map(|f| &f.name))?;
+        for row in &self.rows {
+            writer.write_record(row)?;
+        }
+        Ok(writer.into_inner()?)
+    }
+}
+
+struct Parser<'a> {
+    path: &'a Path,
+    problems: Vec<Problem>,
+    more: usize,
+}
+
+impl Parser<'_> {
+    fn problem(&mut self, line: Option<usize>, field: Option<&str>, message: String) {
+        if self.problems.len() < MAX_REPORTED {
+            self.problems.push(Problem {
+                line,
+                field: field.map(str::to_string),
+                message,
+            });
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn into_error(self) -> LstError {
+        LstError {
+            path: self.path.to_path_buf(),
+            problems: self.problems,
+            more: self.more,
+        }
+    }
+
+    /// The version and field declarations, or `None` after recording why not.
+    fn header(&mut self, lines: &[&str]) -> Option<(String, Vec<Field>)> {
+        let version = lines.first().map(|l| l.trim()).unwrap_or("");
+        if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+            self.problem(
+                Some(1),
+                None,
+                format!(
+                    "expected a format version line such as 017, found {version:?}: \
+                     this .lst layout is not supported (older software wrote other layouts)"
+                ),
+            );
+            return None;
+        }
+        let count_line = lines.get(1).copied().unwrap_or("");
+        let count = count_line
+            .strip_prefix("num-fields|")
+            .and_then(|n| n.trim().parse::<usize>().ok());
+        let Some(count) = count.filter(|&n| n > 0) else {
+            self.problem(
+                Some(2),
+                None,
+                format!(
+                    "expected 'num-fields|N', found {count_line:?}: \
+                     this .lst layout is not supported"
+                ),
+            );
+            return None;
+        };
+        if lines.len() < 2 + count {
+            self.problem(
+                None,
+                None,
+                format!(
+                    "declares {count} fields but ends after {} field lines",
+                    lines.len().saturating_sub(2)
+                ),
+            );
+            return None;
+        }
+        let mut fields: Vec<Field> = Vec::with_capacity(count);
+        for (i, line) in lines[2..2 + count].iter().enumerate() {
+            let line_no = i + 3;
+            let Some((name, ty)) = line.split_once('|') else {
+                self.problem(
+                    Some(line_no),
+                    None,
+                    format!("expected a field declaration 'name|type', found {line:?}"),
+                );
+                continue;
+            };
+            let name = name.trim();
+            let Some(ty) = FieldType::parse(ty.trim()) else {
+                self.problem(
+                    Some(line_no),
+                    Some(name),
+                    format!("unsupported field type {:?}", ty.trim()),
+                );
+                continue;
+            };
+            if name.is_empty() || fields.iter().any(|f| f.name == name) {
+                self.problem(
+                    Some(line_no),
+                    None,
+                    format!("empty or repeated field name {name:?}"),
+                );
+                continue;
+            }
+            fields.push(Field {
+                name: name.to_string(),
+                ty,
+            });
+        }
+        if !self.problems.is_empty() {
+            return None;
+        }
+        for required in REQUIRED_FIELDS {
+            match fields.iter().find(|f| f.name == required) {
+                None => self.problem(
+                    None,
+                    Some(required),
+                    "required field is not declared".to_string(),
+                ),
+                Some(f) if required == "collage_file" && f.ty != FieldType::String => self.problem(
+                    None,
+                    Some(required),
+                    format!("declared as {}, expected string", f.ty.name()),
+                ),
+                Some(f)
+                    if required != "collage_file"
+                        && !matches!(f.ty, FieldType::Int32 | FieldType::Int64) =>
+                {
+                    self.problem(
+                        None,
+                        Some(required),
+                        format!("declared as {}, expected an integer type", f.ty.name()),
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+        if !self.problems.is_empty() {
+            return None;
+        }
+        Some((version.to_string(), fields))
+    }
+}
+
+/// Accepts only a bare file name: no folders, no `..`, nothing absolute, no drive letters.
+pub fn check_plain_file_name(name: &str) -> Result<(), String> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\\', ':', '\0'])
+        || name.starts_with('~');
+    if bad {
+        Err(format!(
+            "{name:?} is not a plain file name inside the session folder"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A `.lst` timestamp, `YYYY-MM-DDTHH:MM:SS[.fff]` (a space instead of `T` is accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp<'a> {
+    pub date_time: chrono::NaiveDateTime,
+    /// The fraction of a second as written (e.g. `057`), if any.
+    pub fraction: Option<&'a str>,
+}
+
+pub fn parse_timestamp(value: &str) -> Option<Timestamp<'_>> {
+    let (whole, fraction) = match value.split_once('.') {
+        Some((w, f)) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) => (w, Some(f)),
+        Some(_) => return None,
+        None => (value, None),
+    };
+    let date_time = chrono::NaiveDateTime::parse_from_str(whole, "%Y-%m-%dT%H:%M:%S")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(whole, "%Y-%m-%d %H:%M:%S"))
+        .ok()?;
+    Some(Timestamp {
+        date_time,
+        fraction,
+    })
+}
+
+fn is_guid(value: &str) -> bool {
+    let inner = value
+        .strip_prefix('{')
+        .and_then(|v| v.strip_suffix('}'))
+        .unwrap_or(value);
+    let groups: Vec<&str> = inner.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}

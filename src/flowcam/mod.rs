@@ -1,0 +1,10 @@
+//! The FlowCam domain: what the instrument writes and what we make of it.
+
+pub mod collage;
+pub mod lst;
+pub mod session_name;
+pub mod vignette;
+
+pub use collage::{Collage, PixelFormat};
+pub use lst::{Field, FieldType, ParticleList};
+pub use session_name::{SamplePosition, SessionName};

@@ -1,0 +1,15 @@
+//! `flowcam-pipeline`: FlowCam sessions in, EXIF-tagged particle vignettes out.
+//!
+//! - [`engine`]: a make-like task engine that knows nothing of FlowCam.
+//! - [`flowcam`]: the instrument's formats (`.lst` particle lists, collage pages, session
+//!   folder names) and the vignettes made from them.
+//! - [`tasks`]: the pipeline's tasks, written against the engine.
+
+pub mod cli;
+pub mod engine;
+pub mod flowcam;
+pub mod synthetic;
+pub mod tasks;
+
+/// The version recorded in every stamp: a new release reruns what an older one made.
+pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");

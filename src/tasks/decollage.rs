@@ -1,0 +1,427 @@
+//! DecollageImages: cut one vignette per particle out of the collage pages, with the
+//! session's position and the particle's time and measurements in its EXIF.
+//!
+//! One work item per collage page: the page is decoded once, every particle on it is
+//! cropped (bounds-checked) and encoded, and the engine commits the page's vignettes
+//! together. A page that cannot be read, or holds a particle outside its bounds, fails
+//! alone; the others keep their vignettes, so a rerun after the fix does only the rest.
+
+use crate::engine::{Digest, Item, Parameters, Plan, Staging, Task, TaskRef};
+use crate::flowcam::Collage;
+use crate::flowcam::lst::{Field, FieldType, check_plain_file_name, parse_timestamp};
+use crate::flowcam::vignette::{self, VignetteTags};
+use crate::tasks::Session;
+use crate::tasks::read_metadata::Schema;
+use anyhow::{Context, bail};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The manifest's columns, one row per vignette.
+pub const MANIFEST_HEADER: [&str; 6] =
+    ["file", "particle_id", "collage", "width", "height", "bytes"];
+
+/// How many bad particles one collage's error lists before summarising.
+const MAX_LISTED: usize = 10;
+
+#[derive(Debug, Clone, Copy)]
+pub struct DecollageOptions {
+    /// Put the particle's `.lst` row as JSON in ImageDescription.
+    pub embed_measurements: bool,
+}
+
+impl Default for DecollageOptions {
+    fn default() -> Self {
+        DecollageOptions {
+            embed_measurements: true,
+        }
+    }
+}
+
+pub struct DecollageImages {
+    session: Arc<Session>,
+    metadata: TaskRef,
+    options: DecollageOptions,
+}
+
+impl DecollageImages {
+    pub fn new(session: Arc<Session>, metadata: TaskRef, options: DecollageOptions) -> Self {
+        DecollageImages {
+            session,
+            metadata,
+            options,
+        }
+    }
+
+    /// `<experiment>_<particle id>.tif`.
+    pub fn vignette_name(&self, particle_id: &str) -> String {
+        format!("{}_{particle_id}.tif", self.session.experiment)
+    }
+}
+
+impl Task for DecollageImages {
+    fn name(&self) -> &'static str {
+        "DecollageImages"
+    }
+
+    fn id(&self) -> String {
+        format!("DecollageImages({})", self.session.experiment)
+    }
+
+    fn parameters(&self) -> Parameters {
+        Parameters::from([
+            (
+                "session".to_string(),
+                self.session.input.display().to_string(),
+            ),
+            ("experiment".to_string(), self.session.experiment.clone()),
+            (
+                "embed_measurements".to_string(),
+                self.options.embed_measurements.to_string(),
+            ),
+        ])
+    }
+
+    fn requires(&self) -> Vec<TaskRef> {
+        vec![self.metadata.clone()]
+    }
+
+    fn inputs(&self) -> anyhow::Result<Vec<PathBuf>> {
+        Ok(vec![
+            self.session.metadata_csv(),
+            self.session.metadata_schema(),
+        ])
+    }
+
+    fn outputs(&self) -> Vec<PathBuf> {
+        vec![self.session.manifest(), self.session.vignettes_dir()]
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.session.state_dir()
+    }
+
+    fn prepare(&self) -> anyhow::Result<Box<dyn Plan + '_>> {
+        Ok(Box::new(Pages::read(self)?))
+    }
+}
+
+/// The particles of one session, grouped by collage page.
+struct Pages<'a> {
+    task: &'a DecollageImages,
+    fields: Vec<Field>,
+    rows: Vec<csv::StringRecord>,
+    /// (collage file, indices into `rows`), in order of first appearance.
+    pages: Vec<(String, Vec<usize>)>,
+    columns: Columns,
+}
+
+/// Where the columns we need sit in a row.
+struct Columns {
+    id: usize,
+    x: usize,
+    y: usize,
+    w: usize,
+    h: usize,
+    collage: usize,
+    timestamp: Option<usize>,
+}
+
+impl<'a> Pages<'a> {
+    fn read(task: &'a DecollageImages) -> anyhow::Result<Pages<'a>> {
+        let session = &task.session;
+        let schema_path = session.metadata_schema();
+        let schema: Schema = serde_json::from_slice(
+            &std::fs::read(&schema_path).with_context(|| schema_path.display().to_string())?,
+        )
+        .with_context(|| schema_path.display().to_string())?;
+        let fields = schema.fields;
+        let csv_path = session.metadata_csv();
+        let mut reader =
+            csv::Reader::from_path(&csv_path).with_context(|| csv_path.display().to_string())?;
+        let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
+        let declared: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+        if header != declared {
+            bail!(
+                "{} does not match {}; rerun with --force",
+                csv_path.display(),
+                schema_path.display()
+            );
+        }
+        let column = |name: &str| {
+            fields
+                .iter()
+                .position(|f| f.name == name)
+                .with_context(|| format!("{}: no {name} column", csv_path.display()))
+        };
+        let columns = Columns {
+            id: column("id")?,
+            x: column("image_x")?,
+            y: column("image_y")?,
+            w: column("image_w")?,
+            h: column("image_h")?,
+            collage: column("collage_file")?,
+            timestamp: fields
+                .iter()
+                .position(|f| f.name == "timestamp" && f.ty == FieldType::Timestamp),
+        };
+        let mut rows = Vec::new();
+        let mut pages: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut page_of: HashMap<String, usize> = HashMap::new();
+        for record in reader.records() {
+            let record = record.with_context(|| csv_path.display().to_string())?;
+            let collage = &record[columns.collage];
+            let page = *page_of.entry(collage.to_string()).or_insert_with(|| {
+                pages.push((collage.to_string(), Vec::new()));
+                pages.len() - 1
+            });
+            pages[page].1.push(rows.len());
+            rows.push(record);
+        }
+        Ok(Pages {
+            task,
+            fields,
+            rows,
+            pages,
+            columns,
+        })
+    }
+
+    fn vignette_path(&self, row: &csv::StringRecord) -> PathBuf {
+        self.task
+            .session
+            .vignettes_dir()
+            .join(self.task.vignette_name(&row[self.columns.id]))
+    }
+}
+
+impl Plan for Pages<'_> {
+    fn items(&self) -> Vec<Item> {
+        self.pages
+            .iter()
+            .map(|(collage, indices)| {
+                let mut digest = Digest::new();
+                for &i in indices {
+                    for value in &self.rows[i] {
+                        digest = digest.str(value);
+                    }
+                }
+                Item {
+                    key: collage.clone(),
+                    inputs: vec![self.task.session.input.join(collage)],
+                    fingerprint: digest.hex(),
+                }
+            })
+            .collect()
+    }
+
+    fn run_item(&self, index: usize, out: &mut Staging) -> anyhow::Result<()> {
+        let (collage_file, indices) = &self.pages[index];
+        // metadata.csv is ours, but may have been edited: never follow a path out of the
+        // session folder.
+        check_plain_file_name(collage_file).map_err(anyhow::Error::msg)?;
+        let collage = Collage::open(&self.task.session.input.join(collage_file))?;
+        let c = &self.columns;
+        let mut outside = Vec::new();
+        let mut crops = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let row = &self.rows[i];
+            let number = |col: usize| row[col].parse::<u32>().ok();
+            let rect = (number(c.x), number(c.y), number(c.w), number(c.h));
+            let crop = match rect {
+                (Some(x), Some(y), Some(w), Some(h)) => {
+                    collage.crop(x, y, w, h).map(|pixels| (pixels, w, h))
+                }
+                _ => None,
+            };
+            match crop {
+                Some(crop) => crops.push((row, crop)),
+                None => outside.push(format!(
+                    "particle {} (x={} y={} w={} h={}) lies outside the {}x{} page",
+                    &row[c.id],
+                    &row[c.x],
+                    &row[c.y],
+                    &row[c.w],
+                    &row[c.h],
+                    collage.width,
+                    collage.height
+                )),
+            }
+        }
+        if !outside.is_empty() {
+            let more = outside.len().saturating_sub(MAX_LISTED);
+            outside.truncate(MAX_LISTED);
+            if more > 0 {
+                outside.push(format!("and {more} more"));
+            }
+            bail!("{}", outside.join("; "));
+        }
+        let position = self.task.session.name.position;
+        let software = concat!("flowcam-pipeline ", env!("CARGO_PKG_VERSION"));
+        let mut description = String::new();
+        for (row, (pixels, w, h)) in crops {
+            let time = c.timestamp.and_then(|t| parse_timestamp(&row[t]));
+            let taken = time.map(|t| t.date_time.format("%Y:%m:%d %H:%M:%S").to_string());
+            if self.task.options.embed_measurements {
+                description.clear();
+                row_json(&self.fields, row, &mut description);
+            }
+            let tags = VignetteTags {
+                description: self
+                    .task
+                    .options
+                    .embed_measurements
+                    .then_some(description.as_str()),
+                taken: taken.as_deref(),
+                taken_subsec: time.and_then(|t| t.fraction),
+                position: position.as_ref(),
+                software,
+            };
+            let bytes = vignette::encode(&pixels, w, h, collage.format, &tags)
+                .with_context(|| format!("particle {}: encoding vignette", &row[c.id]))?;
+            out.write(self.vignette_path(row), &bytes)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&self, out: &mut Staging) -> anyhow::Result<()> {
+        let c = &self.columns;
+        let mut manifest = csv::Writer::from_writer(Vec::with_capacity(self.rows.len() * 80));
+        manifest.write_record(MANIFEST_HEADER)?;
+        for (collage, indices) in &self.pages {
+            for &i in indices {
+                let row = &self.rows[i];
+                let path = self.vignette_path(row);
+                let bytes = std::fs::metadata(&path)
+                    .with_context(|| format!("vignette {} is missing", path.display()))?
+                    .len();
+                let file = path.file_name().unwrap_or_default().to_string_lossy();
+                manifest.write_record([
+                    &*file,
+                    &row[c.id],
+                    collage,
+                    &row[c.w],
+                    &row[c.h],
+                    &bytes.to_string(),
+                ])?;
+            }
+        }
+        out.write(self.task.session.manifest(), &manifest.into_inner()?)?;
+        Ok(())
+    }
+}
+
+/// The row as a JSON object in field order: numbers as numbers, everything else as strings,
+/// all in ASCII (TIFF's ImageDescription is ASCII).
+fn row_json(fields: &[Field], row: &csv::StringRecord, out: &mut String) {
+    out.push('{');
+    for (i, (field, value)) in fields.iter().zip(row).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_string(&field.name, out);
+        out.push(':');
+        if field.ty.is_numeric() {
+            json_number(value, out);
+        } else {
+            json_string(value, out);
+        }
+    }
+    out.push('}');
+}
+
+fn json_string(value: &str, out: &mut String) {
+    out.push('"');
+    for ch in value.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(ch),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in ch.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// Writes the value as written in the `.lst` when it is already valid JSON (keeping its
+/// precision and formatting), else its parsed value, and `null` for NaN and infinities.
+fn json_number(value: &str, out: &mut String) {
+    if is_json_number(value) {
+        out.push_str(value);
+    } else {
+        match value.parse::<f64>() {
+            Ok(v) if v.is_finite() => {
+                let _ = write!(out, "{v}");
+            }
+            _ => out.push_str("null"),
+        }
+    }
+}
+
+fn is_json_number(s: &str) -> bool {
+    let s = s.strip_prefix('-').unwrap_or(s);
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (mantissa, None),
+    };
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    digits(int)
+        && (int == "0" || !int.starts_with('0'))
+        && frac.is_none_or(digits)
+        && exponent.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_numbers_are_valid_json() {
+        for (text, json) in [
+            ("9.2500", "9.2500"),
+            ("-65", "-65"),
+            ("007", "7"),
+            ("+3.5", "3.5"),
+            (".5", "0.5"),
+            ("1e5", "1e5"),
+            ("NaN", "null"),
+            ("inf", "null"),
+        ] {
+            let mut out = String::new();
+            json_number(text, &mut out);
+            assert_eq!(out, json, "{text}");
+            serde_json::from_str::<serde_json::Value>(&out).unwrap();
+        }
+    }
+
+    #[test]
+    fn row_json_types_and_escapes() {
+        let fields = vec![
+            Field {
+                name: "id".into(),
+                ty: FieldType::Int32,
+            },
+            Field {
+                name: "note".into(),
+                ty: FieldType::String,
+            },
+        ];
+        let row = csv::StringRecord::from(vec!["12", "Bl\u{e5} \"x\""]);
+        let mut out = String::new();
+        row_json(&fields, &row, &mut out);
+        assert!(out.is_ascii(), "{out}");
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(value["id"], 12);
+        assert_eq!(value["note"], "Bl\u{e5} \"x\"");
+    }
+}

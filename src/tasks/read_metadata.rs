@@ -1,0 +1,114 @@
+//! ReadMetadata: the session's `.lst` -> `metadata.csv` (+ the field types, so later tasks
+//! can tell numbers from text).
+
+use crate::engine::{Parameters, Plan, Staging, Task};
+use crate::flowcam::ParticleList;
+use crate::flowcam::lst::Field;
+use crate::tasks::Session;
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct ReadMetadata {
+    session: Arc<Session>,
+}
+
+/// `metadata.schema.json`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Schema {
+    pub source: PathBuf,
+    pub lst_version: String,
+    pub particles: usize,
+    pub fields: Vec<Field>,
+}
+
+impl ReadMetadata {
+    pub fn new(session: Arc<Session>) -> ReadMetadata {
+        ReadMetadata { session }
+    }
+
+    /// The session's one `.lst` file.
+    fn lst(&self) -> anyhow::Result<PathBuf> {
+        let dir = &self.session.input;
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))? {
+            let path = entry?.path();
+            let is_lst = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("lst"));
+            if is_lst && path.is_file() {
+                found.push(path);
+            }
+        }
+        found.sort();
+        match found.len() {
+            1 => Ok(found.pop().expect("one")),
+            0 => bail!("no .lst particle list in session folder {}", dir.display()),
+            _ => bail!(
+                "several .lst files in session folder {}: {}; keep one per session",
+                dir.display(),
+                found
+                    .iter()
+                    .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+impl Task for ReadMetadata {
+    fn name(&self) -> &'static str {
+        "ReadMetadata"
+    }
+
+    fn id(&self) -> String {
+        format!("ReadMetadata({})", self.session.experiment)
+    }
+
+    fn parameters(&self) -> Parameters {
+        Parameters::from([(
+            "session".to_string(),
+            self.session.input.display().to_string(),
+        )])
+    }
+
+    fn inputs(&self) -> anyhow::Result<Vec<PathBuf>> {
+        Ok(vec![self.lst()?])
+    }
+
+    fn outputs(&self) -> Vec<PathBuf> {
+        vec![self.session.metadata_csv(), self.session.metadata_schema()]
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.session.state_dir()
+    }
+
+    fn prepare(&self) -> anyhow::Result<Box<dyn Plan + '_>> {
+        Ok(Box::new(WriteCsv { task: self }))
+    }
+}
+
+struct WriteCsv<'a> {
+    task: &'a ReadMetadata,
+}
+
+impl Plan for WriteCsv<'_> {
+    fn finish(&self, out: &mut Staging) -> anyhow::Result<()> {
+        let session = &self.task.session;
+        let list = ParticleList::read(&self.task.lst()?)?;
+        out.write(session.metadata_csv(), &list.to_csv()?)?;
+        let schema = Schema {
+            source: list.path.clone(),
+            lst_version: list.version.clone(),
+            particles: list.rows.len(),
+            fields: list.fields,
+        };
+        out.write(
+            session.metadata_schema(),
+            &serde_json::to_vec_pretty(&schema)?,
+        )?;
+        Ok(())
+    }
+}

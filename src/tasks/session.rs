@@ -1,0 +1,113 @@
+//! One session: the instrument's folder (read only) and the output folder made from it.
+
+use crate::flowcam::SessionName;
+use crate::flowcam::lst::check_plain_file_name;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session folder {}: {reason}", .path.display())]
+    Input { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Name(String),
+    #[error("output folder {} lies inside the session folder {}; the input folder is never written, choose another --output-directory", .output.display(), .input.display())]
+    OutputInsideInput { output: PathBuf, input: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The instrument's folder, canonical. Never written.
+    pub input: PathBuf,
+    /// `<output root>/<experiment>`: everything this session's tasks write.
+    pub output: PathBuf,
+    /// Names the output folder and prefixes vignette names; defaults to the folder name.
+    pub experiment: String,
+    pub name: SessionName,
+}
+
+impl Session {
+    pub fn new(
+        input: &Path,
+        output_root: &Path,
+        experiment: Option<&str>,
+    ) -> Result<Session, SessionError> {
+        let input_error = |reason: String| SessionError::Input {
+            path: input.to_path_buf(),
+            reason,
+        };
+        let canonical = input
+            .canonicalize()
+            .map_err(|e| input_error(e.to_string()))?;
+        if !canonical.is_dir() {
+            return Err(input_error("is not a folder".into()));
+        }
+        let folder = canonical
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| input_error("has no folder name".into()))?;
+        let name = SessionName::parse(&folder).map_err(SessionError::Name)?;
+        let experiment = experiment.unwrap_or(&folder).to_string();
+        check_plain_file_name(&experiment)
+            .map_err(|e| SessionError::Name(format!("experiment name: {e}")))?;
+        let output_root = absolute(output_root);
+        let output = output_root.join(&experiment);
+        if output.starts_with(&canonical) {
+            return Err(SessionError::OutputInsideInput {
+                output,
+                input: canonical,
+            });
+        }
+        Ok(Session {
+            input: canonical,
+            output,
+            experiment,
+            name,
+        })
+    }
+
+    pub fn metadata_csv(&self) -> PathBuf {
+        self.output.join("metadata.csv")
+    }
+
+    pub fn metadata_schema(&self) -> PathBuf {
+        self.output.join("metadata.schema.json")
+    }
+
+    pub fn vignettes_dir(&self) -> PathBuf {
+        self.output.join("vignettes")
+    }
+
+    pub fn manifest(&self) -> PathBuf {
+        self.output.join("manifest.csv")
+    }
+
+    pub fn run_report(&self) -> PathBuf {
+        self.output.join("run-report.json")
+    }
+
+    /// Stamps and item markers.
+    pub fn state_dir(&self) -> PathBuf {
+        self.output.join(".state")
+    }
+
+    /// Every top-level entry this tool writes into the session's output folder, for `clean`.
+    pub fn owned_outputs(&self) -> Vec<PathBuf> {
+        vec![
+            self.metadata_csv(),
+            self.metadata_schema(),
+            self.vignettes_dir(),
+            self.manifest(),
+            self.run_report(),
+            self.state_dir(),
+        ]
+    }
+}
+
+/// `path` made absolute without resolving symlinks, following them where it already exists
+/// so that "inside the input folder" is judged on real locations.
+fn absolute(path: &Path) -> PathBuf {
+    if let Ok(canonical) = path.canonicalize() {
+        return canonical;
+    }
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
