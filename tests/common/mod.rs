@@ -1,0 +1,109 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use flowcam_pipeline::TOOL_VERSION;
+use flowcam_pipeline::engine::{RunReport, Runner, TaskRef};
+use flowcam_pipeline::tasks::{DecollageOptions, FlowCamPipeline, Session};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const FIXTURE: &str = "19_10_Tank25_blanksremoved";
+
+pub fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(FIXTURE)
+}
+
+/// The full real session beside the repository, if this machine has it.
+pub fn shared_session() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/flowcam")
+        .join(FIXTURE);
+    dir.is_dir().then_some(dir)
+}
+
+/// Copies the fixture session into `parent/<name>` (renaming nothing inside it).
+pub fn copy_fixture(parent: &Path, name: &str) -> PathBuf {
+    let dest = parent.join(name);
+    std::fs::create_dir_all(&dest).unwrap();
+    for entry in std::fs::read_dir(fixture_dir()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dest.join(entry.file_name())).unwrap();
+    }
+    dest
+}
+
+pub fn session(input: &Path, output_root: &Path) -> Arc<Session> {
+    Arc::new(Session::new(input, output_root, None).unwrap())
+}
+
+/// Runs the whole pipeline on one session through the library.
+pub fn run(session: &Arc<Session>, options: DecollageOptions) -> RunReport {
+    let root: TaskRef = Arc::new(FlowCamPipeline::new(session.clone(), options));
+    Runner::new(TOOL_VERSION, 2).run(&root).unwrap()
+}
+
+pub fn vignettes(session: &Session) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(session.vignettes_dir()) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "tif"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    files
+}
+
+/// Decodes a TIFF with the `tiff` crate: (width, height, samples per pixel, bytes).
+pub fn decode(path: &Path) -> (u32, u32, usize, Vec<u8>) {
+    let mut decoder = tiff::decoder::Decoder::new(std::fs::File::open(path).unwrap()).unwrap();
+    let (w, h) = decoder.dimensions().unwrap();
+    let channels = match decoder.colortype().unwrap() {
+        tiff::ColorType::Gray(8) => 1,
+        tiff::ColorType::RGB(8) => 3,
+        other => panic!("unexpected colour type {other:?}"),
+    };
+    match decoder.read_image().unwrap() {
+        tiff::decoder::DecodingResult::U8(pixels) => (w, h, channels, pixels),
+        _ => panic!("not 8-bit"),
+    }
+}
+
+/// The manifest's rows as maps from column name to value.
+pub fn manifest(session: &Session) -> Vec<std::collections::HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(session.manifest()).unwrap();
+    let header = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            header
+                .iter()
+                .zip(r.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The rows of a session's metadata.csv, keyed by particle id.
+pub fn metadata_rows(
+    session: &Session,
+) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(session.metadata_csv()).unwrap();
+    let header = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            let row: std::collections::HashMap<String, String> = header
+                .iter()
+                .zip(r.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            (row["id"].clone(), row)
+        })
+        .collect()
+}
