@@ -222,13 +222,16 @@ impl ParticleList {
                 ok = false;
             }
             let id = values[id_index];
-            if let Some(first) = seen_ids.insert(id.to_string(), line_no) {
+            // Keep the first line an id was seen on, so every repeat names that line.
+            if let Some(&first) = seen_ids.get(id) {
                 parser.problem(
                     Some(line_no),
                     Some("id"),
                     format!("particle id {id} already used on line {first}"),
                 );
                 ok = false;
+            } else {
+                seen_ids.insert(id.to_string(), line_no);
             }
             if ok {
                 rows.push(values.iter().map(|v| v.to_string()).collect());
@@ -316,7 +319,7 @@ impl Parser<'_> {
             );
             return None;
         };
-        if lines.len() < 2 + count {
+        if lines.len().saturating_sub(2) < count {
             self.problem(
                 None,
                 None,
