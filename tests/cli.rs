@@ -77,7 +77,10 @@ fn end_to_end_on_the_fixture_then_a_rerun_that_does_nothing() {
     let after: Vec<_> = vignettes.iter().map(|p| mtime(p)).collect();
     assert_eq!(before, after, "a no-op rerun rewrites nothing");
     let report = run_report(&out, FIXTURE);
-    assert_eq!(task(&report, "DecollageImages")["state"], "already_complete");
+    assert_eq!(
+        task(&report, "DecollageImages")["state"],
+        "already_complete"
+    );
 
     // status agrees, and notices a changed input.
     let status = run_bin(&[
@@ -160,7 +163,11 @@ fn a_killed_run_resumes_with_only_the_unfinished_collages() {
     // Nothing under a final name is half written: every vignette decodes.
     let session_out = out.join("big");
     assert!(!session_out.join("manifest.csv").exists());
-    assert!(!session_out.join(".state/DecollageImages.stamp.json").exists());
+    assert!(
+        !session_out
+            .join(".state/DecollageImages.stamp.json")
+            .exists()
+    );
     for entry in std::fs::read_dir(session_out.join("vignettes")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -189,7 +196,10 @@ fn a_killed_run_resumes_with_only_the_unfinished_collages() {
                 .ends_with(".partial")
         })
         .count();
-    assert_eq!(leftovers, 0, "the rerun replaced the killed run's temporaries");
+    assert_eq!(
+        leftovers, 0,
+        "the rerun replaced the killed run's temporaries"
+    );
 }
 
 #[test]
@@ -281,7 +291,11 @@ fn the_whole_real_session_gives_8976_vignettes() {
     let rows = metadata_rows(&session);
     for collage in &collages {
         let (cw, _, channels, page) = decode(&input.join(collage));
-        for entry in manifest.iter().filter(|m| &m["collage"] == collage).step_by(97) {
+        for entry in manifest
+            .iter()
+            .filter(|m| &m["collage"] == collage)
+            .step_by(97)
+        {
             let row = &rows[&entry["particle_id"]];
             let n = |k: &str| row[k].parse::<usize>().unwrap();
             let (x, y, w, h) = (n("image_x"), n("image_y"), n("image_w"), n("image_h"));

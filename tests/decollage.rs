@@ -57,7 +57,12 @@ fn vignette_pixels_equal_the_crop_of_the_decoded_collage() {
         let id = name.strip_prefix(&format!("{FIXTURE}_")).unwrap();
         let row = &rows[id];
         let num = |k: &str| row[k].parse::<usize>().unwrap();
-        let (x, y, w, h) = (num("image_x"), num("image_y"), num("image_w"), num("image_h"));
+        let (x, y, w, h) = (
+            num("image_x"),
+            num("image_y"),
+            num("image_w"),
+            num("image_h"),
+        );
         let (vw, vh, vc, pixels) = decode(file);
         assert_eq!((vw as usize, vh as usize, vc), (w, h, channels), "{name}");
         for dy in 0..h {
@@ -99,7 +104,11 @@ fn exif_carries_position_depth_dates_and_measurements() {
         assert_eq!(format!("{lat:.4}"), "54.0143");
         assert_eq!(format!("{lon:.4}"), "-2.7770");
         let alt_ref = exif.get_field(exif::Tag::GPSAltitudeRef, exif::In::PRIMARY);
-        assert_eq!(alt_ref.unwrap().value.get_uint(0), Some(1), "below sea level");
+        assert_eq!(
+            alt_ref.unwrap().value.get_uint(0),
+            Some(1),
+            "below sea level"
+        );
         let exif::Value::Rational(alt) = &exif
             .get_field(exif::Tag::GPSAltitude, exif::In::PRIMARY)
             .unwrap()
@@ -118,7 +127,10 @@ fn exif_carries_position_depth_dates_and_measurements() {
         let id = json["id"].as_i64().unwrap().to_string();
         let row = &rows[&id];
         assert_eq!(json.as_object().unwrap().len(), 53);
-        assert_eq!(json["image_w"].as_i64().unwrap().to_string(), row["image_w"]);
+        assert_eq!(
+            json["image_w"].as_i64().unwrap().to_string(),
+            row["image_w"]
+        );
         assert_eq!(
             json["abd_diameter"].as_f64().unwrap(),
             row["abd_diameter"].parse::<f64>().unwrap()
@@ -160,8 +172,14 @@ fn southern_and_eastern_positions_keep_their_signs() {
     let files = vignettes(&session);
     assert_eq!(files.len(), 5);
     let exif = exif_of(&files[0]);
-    assert_eq!(ascii(&exif, exif::Tag::GPSLatitudeRef).as_deref(), Some("S"));
-    assert_eq!(ascii(&exif, exif::Tag::GPSLongitudeRef).as_deref(), Some("E"));
+    assert_eq!(
+        ascii(&exif, exif::Tag::GPSLatitudeRef).as_deref(),
+        Some("S")
+    );
+    assert_eq!(
+        ascii(&exif, exif::Tag::GPSLongitudeRef).as_deref(),
+        Some("E")
+    );
     let lat = coordinate(&exif, exif::Tag::GPSLatitude, exif::Tag::GPSLatitudeRef);
     let lon = coordinate(&exif, exif::Tag::GPSLongitude, exif::Tag::GPSLongitudeRef);
     assert_eq!(format!("{lat:.4} {lon:.4}"), "-33.8568 151.2153");
@@ -189,8 +207,14 @@ fn no_position_in_the_name_means_no_gps_and_measurements_can_be_left_out() {
     };
     assert!(run(&session, options).succeeded());
     let exif = exif_of(&vignettes(&session)[0]);
-    assert!(exif.get_field(exif::Tag::GPSLatitude, exif::In::PRIMARY).is_none());
-    assert!(exif.get_field(exif::Tag::GPSVersionID, exif::In::PRIMARY).is_none());
+    assert!(
+        exif.get_field(exif::Tag::GPSLatitude, exif::In::PRIMARY)
+            .is_none()
+    );
+    assert!(
+        exif.get_field(exif::Tag::GPSVersionID, exif::In::PRIMARY)
+            .is_none()
+    );
     assert!(
         exif.get_field(exif::Tag::ImageDescription, exif::In::PRIMARY)
             .is_none()
@@ -270,10 +294,17 @@ fn a_missing_collage_fails_alone_and_a_rerun_after_the_fix_does_only_it() {
         report.task("FlowCamPipeline").unwrap().state,
         TaskState::Blocked
     );
-    assert!(!session.manifest().exists(), "no manifest for a failed task");
+    assert!(
+        !session.manifest().exists(),
+        "no manifest for a failed task"
+    );
     let layout = synthetic.layout().unwrap();
     let good = layout.placements.iter().filter(|p| p.page != 1).count();
-    assert_eq!(vignettes(&session).len(), good, "good pages keep their vignettes");
+    assert_eq!(
+        vignettes(&session).len(),
+        good,
+        "good pages keep their vignettes"
+    );
 
     std::fs::rename(&saved, &page2).unwrap();
     let report = run(&session, DecollageOptions::default());

@@ -152,98 +152,14 @@ impl ParticleList {
 
     /// Parses `bytes` as the contents of `path` (the path only names the file in errors).
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<ParticleList, LstError> {
-        // The instrument PCs run Windows; a non-UTF-8 file is read as Latin-1 rather than
-        // rejected or silently mangled.
-        let text = match std::str::from_utf8(bytes) {
-            Ok(text) => std::borrow::Cow::Borrowed(text),
-            Err(_) => std::borrow::Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
-        };
-        let mut parser = Parser {
-            path,
-            problems: Vec::new(),
-            more: 0,
-        };
-        let mut lines: Vec<&str> = text
-            .split('\n')
-            .map(|l| l.strip_suffix('\r').unwrap_or(l))
-            .collect();
-        while lines.last().is_some_and(|l| l.trim().is_empty()) {
-            lines.pop();
-        }
-        let header = parser.header(&lines);
-        let Some((version, fields)) = header else {
-            return Err(parser.into_error());
-        };
-        let first_row = 2 + fields.len();
-        let index = |name: &str| fields.iter().position(|f| f.name == name);
-        let geometry: Vec<usize> = ["image_x", "image_y", "image_w", "image_h"]
-            .iter()
-            .filter_map(|n| index(n))
-            .collect();
-        let id_index = index("id").expect("checked by header");
-        let collage_index = index("collage_file").expect("checked by header");
-        let mut rows = Vec::with_capacity(lines.len().saturating_sub(first_row));
-        let mut seen_ids: HashMap<String, usize> = HashMap::new();
-        for (offset, line) in lines[first_row.min(lines.len())..].iter().enumerate() {
-            let line_no = first_row + offset + 1;
-            let values: Vec<&str> = line.split('|').collect();
-            if values.len() != fields.len() {
-                parser.problem(
-                    Some(line_no),
-                    None,
-                    format!("expected {} fields, found {}", fields.len(), values.len()),
-                );
-                continue;
-            }
-            let mut ok = true;
-            for (field, value) in fields.iter().zip(&values) {
-                if let Err(message) = field.ty.check(value) {
-                    parser.problem(Some(line_no), Some(&field.name), message);
-                    ok = false;
-                }
-            }
-            for &g in &geometry {
-                let minimum = if fields[g].name.ends_with("_w") || fields[g].name.ends_with("_h") {
-                    1
-                } else {
-                    0
-                };
-                if values[g].parse::<i64>().is_ok_and(|v| v < minimum) {
-                    parser.problem(
-                        Some(line_no),
-                        Some(&fields[g].name),
-                        format!("{} must be at least {minimum}", values[g]),
-                    );
-                    ok = false;
-                }
-            }
-            if let Err(message) = check_plain_file_name(values[collage_index]) {
-                parser.problem(Some(line_no), Some("collage_file"), message);
-                ok = false;
-            }
-            let id = values[id_index];
-            // Keep the first line an id was seen on, so every repeat names that line.
-            if let Some(&first) = seen_ids.get(id) {
-                parser.problem(
-                    Some(line_no),
-                    Some("id"),
-                    format!("particle id {id} already used on line {first}"),
-                );
-                ok = false;
-            } else {
-                seen_ids.insert(id.to_string(), line_no);
-            }
-            if ok {
-                rows.push(values.iter().map(|v| v.to_string()).collect());
-            }
-        }
-        if !parser.problems.is_empty() {
-            return Err(parser.into_error());
-        }
+        let mut rows = Vec::new();
+        let header = parse_rows(path, bytes, |values| {
+            rows.push(values.iter().map(|v| v.to_string()).collect())
+        })?;
         Ok(ParticleList {
             path: path.to_path_buf(),
-            version,
-            fields,
+            version: header.version,
+            fields: header.fields,
             rows,
         })
     }
@@ -261,6 +177,146 @@ impl ParticleList {
         }
         Ok(writer.into_inner()?)
     }
+}
+
+/// What a `.lst` declares, without its rows.
+#[derive(Debug, Clone)]
+pub struct ListHeader {
+    pub version: String,
+    pub fields: Vec<Field>,
+    /// Rows that passed validation.
+    pub particles: usize,
+}
+
+/// Reads the `.lst` at `path` straight into CSV (a header of field names, then the rows as
+/// written), without holding every row as separate strings: memory stays near the size of
+/// the file however many particles it lists.
+pub fn read_to_csv(path: &Path) -> anyhow::Result<(ListHeader, Vec<u8>)> {
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let mut writer = csv::Writer::from_writer(Vec::with_capacity(bytes.len() + bytes.len() / 8));
+    let mut failed = None;
+    let header = parse_rows(path, &bytes, |values| {
+        if failed.is_none()
+            && let Err(e) = writer.write_record(values)
+        {
+            failed = Some(e);
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    // The header row goes first: write it into a second buffer and join.
+    let mut head = csv::Writer::from_writer(Vec::new());
+    head.write_record(header.fields.iter().map(|f| &f.name))?;
+    let mut csv = head.into_inner()?;
+    csv.extend_from_slice(&writer.into_inner()?);
+    Ok((header, csv))
+}
+
+/// Validates `bytes` as the contents of `path` and hands each valid row to `each_row`. Any
+/// problem makes the whole list an error (rows already handed over are then to be dropped).
+pub fn parse_rows(
+    path: &Path,
+    bytes: &[u8],
+    mut each_row: impl FnMut(&[&str]),
+) -> Result<ListHeader, LstError> {
+    // The instrument PCs run Windows; a non-UTF-8 file is read as Latin-1 rather than
+    // rejected or silently mangled.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => std::borrow::Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
+    };
+    let mut parser = Parser {
+        path,
+        problems: Vec::new(),
+        more: 0,
+    };
+    let mut lines: Vec<&str> = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
+    let header = parser.header(&lines);
+    let Some((version, fields)) = header else {
+        return Err(parser.into_error());
+    };
+    let first_row = 2 + fields.len();
+    let index = |name: &str| fields.iter().position(|f| f.name == name);
+    let geometry: Vec<usize> = ["image_x", "image_y", "image_w", "image_h"]
+        .iter()
+        .filter_map(|n| index(n))
+        .collect();
+    let id_index = index("id").expect("checked by header");
+    let collage_index = index("collage_file").expect("checked by header");
+    let mut particles = 0;
+    let mut seen_ids: HashMap<String, usize> = HashMap::new();
+    let mut values: Vec<&str> = Vec::with_capacity(fields.len());
+    for (offset, line) in lines[first_row.min(lines.len())..].iter().enumerate() {
+        let line_no = first_row + offset + 1;
+        values.clear();
+        values.extend(line.split('|'));
+        if values.len() != fields.len() {
+            parser.problem(
+                Some(line_no),
+                None,
+                format!("expected {} fields, found {}", fields.len(), values.len()),
+            );
+            continue;
+        }
+        let mut ok = true;
+        for (field, value) in fields.iter().zip(&values) {
+            if let Err(message) = field.ty.check(value) {
+                parser.problem(Some(line_no), Some(&field.name), message);
+                ok = false;
+            }
+        }
+        for &g in &geometry {
+            let minimum = if fields[g].name.ends_with("_w") || fields[g].name.ends_with("_h") {
+                1
+            } else {
+                0
+            };
+            if values[g].parse::<i64>().is_ok_and(|v| v < minimum) {
+                parser.problem(
+                    Some(line_no),
+                    Some(&fields[g].name),
+                    format!("{} must be at least {minimum}", values[g]),
+                );
+                ok = false;
+            }
+        }
+        if let Err(message) = check_plain_file_name(values[collage_index]) {
+            parser.problem(Some(line_no), Some("collage_file"), message);
+            ok = false;
+        }
+        let id = values[id_index];
+        // Keep the first line an id was seen on, so every repeat names that line.
+        if let Some(&first) = seen_ids.get(id) {
+            parser.problem(
+                Some(line_no),
+                Some("id"),
+                format!("particle id {id} already used on line {first}"),
+            );
+            ok = false;
+        } else {
+            seen_ids.insert(id.to_string(), line_no);
+        }
+        if ok {
+            particles += 1;
+            each_row(&values);
+        }
+    }
+    if !parser.problems.is_empty() {
+        return Err(parser.into_error());
+    }
+    Ok(ListHeader {
+        version,
+        fields,
+        particles,
+    })
 }
 
 struct Parser<'a> {

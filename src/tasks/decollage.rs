@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The manifest's columns, one row per vignette.
 pub const MANIFEST_HEADER: [&str; 6] =
@@ -115,6 +115,8 @@ struct Pages<'a> {
     /// (collage file, indices into `rows`), in order of first appearance.
     pages: Vec<(String, Vec<usize>)>,
     columns: Columns,
+    /// Vignette sizes by row, as written in this run (the manifest stats only the rest).
+    sizes: Mutex<HashMap<usize, u64>>,
 }
 
 /// Where the columns we need sit in a row.
@@ -185,6 +187,7 @@ impl<'a> Pages<'a> {
             rows,
             pages,
             columns,
+            sizes: Mutex::default(),
         })
     }
 
@@ -236,7 +239,7 @@ impl Plan for Pages<'_> {
                 _ => None,
             };
             match crop {
-                Some(crop) => crops.push((row, crop)),
+                Some(crop) => crops.push((i, row, crop)),
                 None => outside.push(format!(
                     "particle {} (x={} y={} w={} h={}) lies outside the {}x{} page",
                     &row[c.id],
@@ -260,7 +263,8 @@ impl Plan for Pages<'_> {
         let position = self.task.session.name.position;
         let software = concat!("flowcam-pipeline ", env!("CARGO_PKG_VERSION"));
         let mut description = String::new();
-        for (row, (pixels, w, h)) in crops {
+        let mut sizes = Vec::with_capacity(crops.len());
+        for (i, row, (pixels, w, h)) in crops {
             let time = c.timestamp.and_then(|t| parse_timestamp(&row[t]));
             let taken = time.map(|t| t.date_time.format("%Y:%m:%d %H:%M:%S").to_string());
             if self.task.options.embed_measurements {
@@ -281,21 +285,30 @@ impl Plan for Pages<'_> {
             let bytes = vignette::encode(&pixels, w, h, collage.format, &tags)
                 .with_context(|| format!("particle {}: encoding vignette", &row[c.id]))?;
             out.write(self.vignette_path(row), &bytes)?;
+            sizes.push((i, bytes.len() as u64));
         }
+        self.sizes
+            .lock()
+            .expect("no panics under the lock")
+            .extend(sizes);
         Ok(())
     }
 
     fn finish(&self, out: &mut Staging) -> anyhow::Result<()> {
         let c = &self.columns;
+        let sizes = self.sizes.lock().expect("no panics under the lock");
         let mut manifest = csv::Writer::from_writer(Vec::with_capacity(self.rows.len() * 80));
         manifest.write_record(MANIFEST_HEADER)?;
         for (collage, indices) in &self.pages {
             for &i in indices {
                 let row = &self.rows[i];
                 let path = self.vignette_path(row);
-                let bytes = std::fs::metadata(&path)
-                    .with_context(|| format!("vignette {} is missing", path.display()))?
-                    .len();
+                let bytes = match sizes.get(&i) {
+                    Some(&bytes) => bytes,
+                    None => std::fs::metadata(&path)
+                        .with_context(|| format!("vignette {} is missing", path.display()))?
+                        .len(),
+                };
                 let file = path.file_name().unwrap_or_default().to_string_lossy();
                 manifest.write_record([
                     &*file,

@@ -2,8 +2,7 @@
 //! can tell numbers from text).
 
 use crate::engine::{Parameters, Plan, Staging, Task};
-use crate::flowcam::ParticleList;
-use crate::flowcam::lst::Field;
+use crate::flowcam::lst::{self, Field};
 use crate::tasks::Session;
 use anyhow::{Context, bail};
 use std::path::PathBuf;
@@ -97,13 +96,14 @@ struct WriteCsv<'a> {
 impl Plan for WriteCsv<'_> {
     fn finish(&self, out: &mut Staging) -> anyhow::Result<()> {
         let session = &self.task.session;
-        let list = ParticleList::read(&self.task.lst()?)?;
-        out.write(session.metadata_csv(), &list.to_csv()?)?;
+        let lst = self.task.lst()?;
+        let (header, csv) = lst::read_to_csv(&lst)?;
+        out.write(session.metadata_csv(), &csv)?;
         let schema = Schema {
-            source: list.path.clone(),
-            lst_version: list.version.clone(),
-            particles: list.rows.len(),
-            fields: list.fields,
+            source: lst,
+            lst_version: header.version,
+            particles: header.particles,
+            fields: header.fields,
         };
         out.write(
             session.metadata_schema(),
