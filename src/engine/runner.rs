@@ -164,7 +164,18 @@ impl Runner {
                             Freshness::Missing => "it has not run before".to_string(),
                             Freshness::Complete => "a requirement reran".to_string(),
                         });
-                        if let Err(errors) = self.execute(task.as_ref(), &mut report.items) {
+                        // A panic in the task's own code (prepare, finish, ...) fails this
+                        // task like an error instead of aborting the whole run.
+                        let outcome = catch_unwind(AssertUnwindSafe(|| {
+                            self.execute(task.as_ref(), &mut report.items)
+                        }))
+                        .unwrap_or_else(|panic| {
+                            Err(vec![format!(
+                                "internal error (panic): {}",
+                                panic_message(panic.as_ref())
+                            )])
+                        });
+                        if let Err(errors) = outcome {
                             report.state = TaskState::Failed;
                             report.errors = errors;
                         }
@@ -297,11 +308,7 @@ fn run_item(
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(format!("{}: {e:#}", item.key)),
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let message = panic_message(panic.as_ref());
             return Err(format!("{}: internal error (panic): {message}", item.key));
         }
     }
@@ -321,6 +328,14 @@ fn run_item(
     })
     .expect("marker serializes");
     write_file(marker, &json).map_err(|e| format!("{}: {e}", item.key))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 fn remove_durably(path: &Path) -> anyhow::Result<()> {
