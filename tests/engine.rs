@@ -1339,3 +1339,38 @@ fn dropping_an_uncommitted_staging_removes_its_temporaries() {
     assert_eq!(fs::read(&existing).unwrap(), b"written");
     assert!(partials(tmp.path()).is_empty());
 }
+
+#[test]
+fn an_item_dropped_from_the_plan_takes_its_outputs_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let batch = BatchFixture::new(tmp.path());
+    let probe = batch.task(None, None);
+    let runner = runner();
+    assert!(runner.run(&batch.graph()).unwrap().succeeded());
+    assert!(probe.item_output("item-4").exists());
+
+    let list = fs::read_to_string(probe.list()).unwrap();
+    let without: Vec<&str> = list.lines().filter(|l| !l.starts_with("item-4 ")).collect();
+    rewrite(&probe.list(), &(without.join("\n") + "\n"));
+    let report = runner.run(&batch.graph()).unwrap();
+    assert!(report.succeeded(), "{}", report.summary());
+    assert_eq!(report.task("Batch").unwrap().items.total, 5);
+    assert!(
+        !probe.item_output("item-4").exists(),
+        "orphan output removed"
+    );
+    assert!(probe.item_output("item-3").exists(), "others kept");
+    assert_eq!(batch.take_calls().len(), 6, "nothing reran for the removal");
+}
+
+#[test]
+fn staging_the_same_target_twice_commits_the_last_content_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("twice.txt");
+    let mut staging = Staging::new();
+    staging.write(&target, b"first").unwrap();
+    staging.write(&target, b"second").unwrap();
+    assert_eq!(staging.commit().unwrap(), vec![target.clone()]);
+    assert_eq!(fs::read_to_string(&target).unwrap(), "second");
+    assert!(partials(tmp.path()).is_empty());
+}

@@ -9,7 +9,7 @@
 //! Syncing thousands of small files one by one costs about 0.4 ms each here; a batch of
 //! more than [`FSYNC_EACH_LIMIT`] files is instead flushed with one `syncfs` on Linux.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ pub const FSYNC_EACH_LIMIT: usize = 8;
 #[derive(Default)]
 pub struct Staging {
     staged: Vec<(PathBuf, PathBuf)>,
+    targets: HashSet<PathBuf>,
 }
 
 impl Staging {
@@ -46,12 +47,22 @@ impl Staging {
             other => other,
         };
         let mut file = result.map_err(|e| with_path(e, &temp))?;
-        file.write_all(bytes).map_err(|e| with_path(e, &temp))?;
-        if self.staged.len() < FSYNC_EACH_LIMIT {
-            // Small batches sync as they go; large ones sync once in `commit`.
-            file.sync_all().map_err(|e| with_path(e, &temp))?;
+        let written = file.write_all(bytes).and_then(|()| {
+            if self.staged.len() < FSYNC_EACH_LIMIT {
+                // Small batches sync as they go; large ones sync once in `commit`.
+                file.sync_all()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(with_path(e, &temp));
         }
-        self.staged.push((temp, target));
+        // Writing a target again replaces its temporary; it is still committed once.
+        if self.targets.insert(target.clone()) {
+            self.staged.push((temp, target));
+        }
         Ok(())
     }
 
@@ -67,21 +78,29 @@ impl Staging {
     /// Makes every staged file durable, renames each over its target and syncs the folders.
     /// Returns the committed targets in the order they were written.
     pub fn commit(mut self) -> io::Result<Vec<PathBuf>> {
-        let staged = std::mem::take(&mut self.staged);
-        if staged.len() > FSYNC_EACH_LIMIT {
-            sync_many(&staged[FSYNC_EACH_LIMIT..])?;
+        if self.staged.len() > FSYNC_EACH_LIMIT {
+            // On failure `self` is dropped, which removes every temporary.
+            sync_many(&self.staged[FSYNC_EACH_LIMIT..])?;
         }
+        let mut rest = std::mem::take(&mut self.staged).into_iter();
+        let mut committed = Vec::with_capacity(rest.len());
         let mut folders = BTreeSet::new();
-        for (temp, target) in &staged {
-            fs::rename(temp, target).map_err(|e| with_path(e, target))?;
+        while let Some((temp, target)) = rest.next() {
+            if let Err(e) = fs::rename(&temp, &target) {
+                for (temp, _) in std::iter::once((temp, target.clone())).chain(rest) {
+                    let _ = fs::remove_file(temp);
+                }
+                return Err(with_path(e, &target));
+            }
             if let Some(parent) = target.parent() {
                 folders.insert(parent.to_path_buf());
             }
+            committed.push(target);
         }
         for folder in folders {
             sync_dir(&folder)?;
         }
-        Ok(staged.into_iter().map(|(_, target)| target).collect())
+        Ok(committed)
     }
 }
 

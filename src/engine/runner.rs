@@ -6,7 +6,7 @@ use crate::engine::stamp::{self, Freshness, Stamp};
 use crate::engine::{Digest, FileFingerprint, Item, Plan, Staging, Task, TaskRef, write_file};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -220,6 +220,7 @@ impl Runner {
             .str(&parameters);
         let marker_dir = stamp::item_marker_dir(task);
         let mut todo = Vec::new();
+        let mut current_markers = HashSet::new();
         for (index, item) in items.iter().enumerate() {
             let mut digest = base.clone().str(&item.key).str(&item.fingerprint);
             for input in &item.inputs {
@@ -230,7 +231,9 @@ impl Runner {
                 digest = digest.file(input, fingerprint);
             }
             let digest = digest.hex();
-            let marker = marker_dir.join(stamp::item_marker_name(&item.key));
+            let marker_name = stamp::item_marker_name(&item.key);
+            let marker = marker_dir.join(&marker_name);
+            current_markers.insert(marker_name);
             if self.force || !item_done(&marker, &digest) {
                 todo.push((index, digest, marker));
             }
@@ -260,6 +263,7 @@ impl Runner {
         if !errors.is_empty() {
             return Err(errors);
         }
+        remove_orphan_items(&marker_dir, &current_markers);
 
         let mut staging = Staging::new();
         plan.finish(&mut staging).map_err(one)?;
@@ -336,6 +340,39 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default()
+}
+
+/// Removes what earlier runs did for items this plan no longer has (say, a collage page
+/// dropped from the list): their outputs, unless a current item produces the same file now,
+/// and their markers.
+fn remove_orphan_items(marker_dir: &Path, current: &HashSet<String>) {
+    let Ok(entries) = std::fs::read_dir(marker_dir) else {
+        return;
+    };
+    let orphans: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.ends_with(".done") && !current.contains(&name)
+        })
+        .map(|e| e.path())
+        .collect();
+    if orphans.is_empty() {
+        return;
+    }
+    let kept: HashSet<PathBuf> = current
+        .iter()
+        .filter_map(|name| read_marker(&marker_dir.join(name)))
+        .flat_map(|m| m.outputs)
+        .collect();
+    for marker in orphans {
+        if let Some(old) = read_marker(&marker) {
+            for output in old.outputs.iter().filter(|o| !kept.contains(*o)) {
+                let _ = std::fs::remove_file(output);
+            }
+        }
+        let _ = std::fs::remove_file(&marker);
+    }
 }
 
 fn remove_durably(path: &Path) -> anyhow::Result<()> {

@@ -72,6 +72,13 @@ pub fn freshness(task: &dyn Task, tool_version: &str) -> Freshness {
         Ok(None) => return Freshness::Missing,
         Err(e) => return Freshness::Stale(format!("stamp {} unreadable: {e}", path.display())),
     };
+    if stamp.task != task.id() {
+        return Freshness::Stale(format!(
+            "stamp {} belongs to {}",
+            path.display(),
+            stamp.task
+        ));
+    }
     if stamp.tool_version != tool_version {
         return Freshness::Stale(format!(
             "tool version changed ({} -> {tool_version})",
