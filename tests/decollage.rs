@@ -24,13 +24,17 @@ fn ascii(exif: &exif::Exif, tag: exif::Tag) -> Option<String> {
     }
 }
 
+fn rationals(exif: &exif::Exif, tag: exif::Tag) -> Vec<f64> {
+    match &exif.get_field(tag, exif::In::PRIMARY).unwrap().value {
+        exif::Value::Rational(parts) => parts.iter().map(|r| r.to_f64()).collect(),
+        other => panic!("{tag} is not rational: {other:?}"),
+    }
+}
+
 /// A GPS coordinate read back as signed decimal degrees.
 fn coordinate(exif: &exif::Exif, value: exif::Tag, reference: exif::Tag) -> f64 {
-    let exif::Value::Rational(parts) = &exif.get_field(value, exif::In::PRIMARY).unwrap().value
-    else {
-        panic!("{value} is not rational")
-    };
-    let degrees = parts[0].to_f64() + parts[1].to_f64() / 60.0 + parts[2].to_f64() / 3600.0;
+    let parts = rationals(exif, value);
+    let degrees = parts[0] + parts[1] / 60.0 + parts[2] / 3600.0;
     match ascii(exif, reference).unwrap().as_str() {
         "N" | "E" => degrees,
         "S" | "W" => -degrees,
@@ -109,14 +113,7 @@ fn exif_carries_position_depth_dates_and_measurements() {
             Some(1),
             "below sea level"
         );
-        let exif::Value::Rational(alt) = &exif
-            .get_field(exif::Tag::GPSAltitude, exif::In::PRIMARY)
-            .unwrap()
-            .value
-        else {
-            panic!()
-        };
-        assert_eq!(alt[0].to_f64(), 1.0);
+        assert_eq!(rationals(&exif, exif::Tag::GPSAltitude), [1.0]);
         assert_eq!(
             ascii(&exif, exif::Tag::GPSDateStamp).as_deref(),
             Some("2023:12:20")
@@ -183,14 +180,7 @@ fn southern_and_eastern_positions_keep_their_signs() {
     let lat = coordinate(&exif, exif::Tag::GPSLatitude, exif::Tag::GPSLatitudeRef);
     let lon = coordinate(&exif, exif::Tag::GPSLongitude, exif::Tag::GPSLongitudeRef);
     assert_eq!(format!("{lat:.4} {lon:.4}"), "-33.8568 151.2153");
-    let exif::Value::Rational(alt) = &exif
-        .get_field(exif::Tag::GPSAltitude, exif::In::PRIMARY)
-        .unwrap()
-        .value
-    else {
-        panic!()
-    };
-    assert_eq!(alt[0].to_f64(), 12.5);
+    assert_eq!(rationals(&exif, exif::Tag::GPSAltitude), [12.5]);
     assert_eq!(
         ascii(&exif, exif::Tag::GPSDateStamp).as_deref(),
         Some("2024:12:31")

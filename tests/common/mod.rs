@@ -4,6 +4,7 @@
 use flowcam_pipeline::TOOL_VERSION;
 use flowcam_pipeline::engine::{RunReport, Runner, TaskRef};
 use flowcam_pipeline::tasks::{DecollageOptions, FlowCamPipeline, Session};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -71,9 +72,9 @@ pub fn decode(path: &Path) -> (u32, u32, usize, Vec<u8>) {
     }
 }
 
-/// The manifest's rows as maps from column name to value.
-pub fn manifest(session: &Session) -> Vec<std::collections::HashMap<String, String>> {
-    let mut reader = csv::Reader::from_path(session.manifest()).unwrap();
+/// A CSV file's rows as maps from column name to value.
+pub fn csv_rows(path: &Path) -> Vec<HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
     let header = reader.headers().unwrap().clone();
     reader
         .records()
@@ -88,22 +89,14 @@ pub fn manifest(session: &Session) -> Vec<std::collections::HashMap<String, Stri
         .collect()
 }
 
+pub fn manifest(session: &Session) -> Vec<HashMap<String, String>> {
+    csv_rows(&session.manifest())
+}
+
 /// The rows of a session's metadata.csv, keyed by particle id.
-pub fn metadata_rows(
-    session: &Session,
-) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
-    let mut reader = csv::Reader::from_path(session.metadata_csv()).unwrap();
-    let header = reader.headers().unwrap().clone();
-    reader
-        .records()
-        .map(|r| {
-            let r = r.unwrap();
-            let row: std::collections::HashMap<String, String> = header
-                .iter()
-                .zip(r.iter())
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            (row["id"].clone(), row)
-        })
+pub fn metadata_rows(session: &Session) -> HashMap<String, HashMap<String, String>> {
+    csv_rows(&session.metadata_csv())
+        .into_iter()
+        .map(|row| (row["id"].clone(), row))
         .collect()
 }
