@@ -5,8 +5,9 @@
 #
 # Prints, for the full real session: wall time, vignettes per second, peak RSS, the
 # decode-only floor (the same binary decoding the collages and nothing else), their ratio,
-# and the time of a no-op rerun; then peak RSS for synthetic sessions of 9 and 36 pages, to
-# show memory does not grow with the number of collages. Each run writes to a new folder.
+# and the time of a no-op rerun; then peak RSS for synthetic sessions of 9,000 particles on
+# 9 and on 36 pages, to show memory does not grow with the number of collages. Each run
+# writes to a new folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 session=${1:-../shared/fixtures/flowcam/19_10_Tank25_blanksremoved}
@@ -28,6 +29,8 @@ run() {
   t1=$(now)
   wall=$(echo "$t1 - $t0" | bc -l)
   rss=$(awk -F': ' '/Maximum resident/ {print $2}' "$work/time.txt")
+  user=$(awk -F': ' '/User time/ {print $2}' "$work/time.txt")
+  sys=$(awk -F': ' '/System time/ {print $2}' "$work/time.txt")
 }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
@@ -40,10 +43,10 @@ floors=(); for i in 1 2 3; do
 done
 floor=$(printf '%s\n' "${floors[@]}" | median)
 
-walls=(); rsss=()
+walls=(); rsss=(); cpu=()
 for i in 1 2 3; do
   run "$work/full$i" -d "$session"
-  walls+=("$wall"); rsss+=("$rss")
+  walls+=("$wall"); rsss+=("$rss"); cpu+=("user ${user} s, system ${sys} s")
 done
 full=$(printf '%s\n' "${walls[@]}" | median)
 peak=$(printf '%s\n' "${rsss[@]}" | sort -g | tail -1)
@@ -52,13 +55,14 @@ noops=(); for i in 1 2 3 4 5; do run "$work/full1" -d "$session"; noops+=("$wall
 noop=$(printf '%s\n' "${noops[@]}" | median)
 
 printf 'full run (median of 3):   %.3f s, %d vignettes, %.0f vignettes/s\n' "$full" "$particles" "$(echo "$particles / $full" | bc -l)"
+printf 'CPU of the 3 runs:         %s\n' "$(IFS=';'; echo "${cpu[*]}")"
 printf 'peak RSS:                 %d MB\n' $((peak / 1024))
 printf 'decode-only floor:        %.3f s (median of 3)\n' "$floor"
 printf 'full / floor:             %.2fx\n' "$(echo "$full / $floor" | bc -l)"
 printf 'no-op rerun (median of 5): %.1f ms\n' "$(echo "$noop * 1000" | bc -l)"
 
 for pages in 9 36; do
-  dir=$(target/release/examples/make_session --out "$work/synth$pages" --particles $((pages * 1000)) --pages "$pages" --prefix "synth$pages" | tail -1)
+  dir=$(target/release/examples/make_session --out "$work/synth$pages" --particles 9000 --pages "$pages" --prefix "synth$pages" | tail -1)
   run "$work/synth-out$pages" -d "$dir"
-  printf 'synthetic %2d pages, %5d particles: %.3f s, peak RSS %d MB\n' "$pages" $((pages * 1000)) "$wall" $((rss / 1024))
+  printf 'synthetic, 9000 particles on %2d pages: %.3f s, peak RSS %d MB\n' "$pages" "$wall" $((rss / 1024))
 done
