@@ -218,6 +218,12 @@ fn committed_fixture_parses() {
         .map(|r| r.unwrap().iter().map(String::from).collect())
         .collect();
     assert_eq!(records, list.rows);
+
+    // The streaming path ReadMetadata uses writes exactly the same CSV.
+    let (header, streamed) = read_to_csv(&fixture_path()).unwrap();
+    assert_eq!(streamed, csv_bytes);
+    assert_eq!(header.particles, 102);
+    assert_eq!(header.fields, list.fields);
 }
 
 #[test]

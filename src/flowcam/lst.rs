@@ -153,8 +153,10 @@ impl ParticleList {
     /// Parses `bytes` as the contents of `path` (the path only names the file in errors).
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<ParticleList, LstError> {
         let mut rows = Vec::new();
-        let header = parse_rows(path, bytes, |values| {
-            rows.push(values.iter().map(|v| v.to_string()).collect())
+        let header = parse_rows(path, bytes, |part| {
+            if let ListPart::Row(values) = part {
+                rows.push(values.iter().map(|v| v.to_string()).collect())
+            }
         })?;
         Ok(ParticleList {
             path: path.to_path_buf(),
@@ -188,6 +190,12 @@ pub struct ListHeader {
     pub particles: usize,
 }
 
+/// What [`parse_rows`] hands over, in order: the field declarations once, then each valid row.
+pub enum ListPart<'a> {
+    Fields(&'a [Field]),
+    Row(&'a [&'a str]),
+}
+
 /// Reads the `.lst` at `path` straight into CSV (a header of field names, then the rows as
 /// written), without holding every row as separate strings: memory stays near the size of
 /// the file however many particles it lists.
@@ -196,30 +204,28 @@ pub fn read_to_csv(path: &Path) -> anyhow::Result<(ListHeader, Vec<u8>)> {
         std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let mut writer = csv::Writer::from_writer(Vec::with_capacity(bytes.len() + bytes.len() / 8));
     let mut failed = None;
-    let header = parse_rows(path, &bytes, |values| {
-        if failed.is_none()
-            && let Err(e) = writer.write_record(values)
-        {
-            failed = Some(e);
+    let header = parse_rows(path, &bytes, |part| {
+        let written = match part {
+            ListPart::Fields(fields) => writer.write_record(fields.iter().map(|f| &f.name)),
+            ListPart::Row(values) => writer.write_record(values),
+        };
+        if let Err(e) = written {
+            failed.get_or_insert(e);
         }
     })?;
     if let Some(e) = failed {
         return Err(e.into());
     }
-    // The header row goes first: write it into a second buffer and join.
-    let mut head = csv::Writer::from_writer(Vec::new());
-    head.write_record(header.fields.iter().map(|f| &f.name))?;
-    let mut csv = head.into_inner()?;
-    csv.extend_from_slice(&writer.into_inner()?);
-    Ok((header, csv))
+    Ok((header, writer.into_inner()?))
 }
 
-/// Validates `bytes` as the contents of `path` and hands each valid row to `each_row`. Any
-/// problem makes the whole list an error (rows already handed over are then to be dropped).
+/// Validates `bytes` as the contents of `path` and hands its field declarations, then each
+/// valid row, to `each`. Any problem makes the whole list an error (what was already handed
+/// over is then to be dropped).
 pub fn parse_rows(
     path: &Path,
     bytes: &[u8],
-    mut each_row: impl FnMut(&[&str]),
+    mut each: impl FnMut(ListPart<'_>),
 ) -> Result<ListHeader, LstError> {
     // The instrument PCs run Windows; a non-UTF-8 file is read as Latin-1 rather than
     // rejected or silently mangled.
@@ -243,6 +249,7 @@ pub fn parse_rows(
     let Some((version, fields)) = header else {
         return Err(parser.into_error());
     };
+    each(ListPart::Fields(&fields));
     let first_row = 2 + fields.len();
     let index = |name: &str| fields.iter().position(|f| f.name == name);
     let geometry: Vec<usize> = ["image_x", "image_y", "image_w", "image_h"]
@@ -306,7 +313,7 @@ pub fn parse_rows(
         }
         if ok {
             particles += 1;
-            each_row(&values);
+            each(ListPart::Row(&values));
         }
     }
     if !parser.problems.is_empty() {
