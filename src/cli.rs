@@ -4,7 +4,8 @@
 use crate::TOOL_VERSION;
 use crate::engine::{Freshness, LockError, Runner, TaskReport, WorkspaceLock, runner::Observer};
 use crate::flowcam::Collage;
-use crate::tasks::{DecollageOptions, FlowCamPipeline, Session};
+use crate::tasks::{DecollageOptions, Delivery, FlowCamPipeline, Session, UploadOptions};
+use crate::upload::{ApiSettings, DestinationConfig, S3Settings};
 use clap::{Args, Parser, Subcommand};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,76 @@ pub struct TaskArgs {
     /// Leave the particle's measurements out of the vignettes' ImageDescription.
     #[arg(long)]
     pub no_embed_measurements: bool,
+    #[command(flatten)]
+    pub upload: UploadArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Upload")]
+pub struct UploadArgs {
+    /// Upload the session to this bucket (with --api-url: the upload API's bucket_name).
+    #[arg(long, value_name = "BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint for JASMIN, Garage, MinIO... [default: AWS_ENDPOINT_URL, else
+    /// AWS_URL_ENDPOINT, else AWS itself]. Implies path-style addressing.
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// Object keys are <PREFIX>/<experiment>/<file>.
+    #[arg(long, value_name = "PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// Deliver through the lab's upload API (POST <URL>/upload/) instead of S3 directly.
+    #[arg(long, value_name = "URL", requires = "s3_bucket")]
+    pub api_url: Option<String>,
+    /// Files per upload API request.
+    #[arg(long, default_value_t = crate::upload::api::MAX_BATCH,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=crate::upload::api::MAX_BATCH as u64))]
+    pub api_batch_size: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub upload_concurrency: usize,
+    /// Create the bucket if it does not exist.
+    #[arg(long)]
+    pub create_bucket: bool,
+    /// Check the bucket itself (list, compare size and ETag) instead of trusting the
+    /// upload ledger; sends what is missing or different.
+    #[arg(long)]
+    pub verify_remote: bool,
+    /// Make the vignettes but do not upload, even with --s3-bucket.
+    #[arg(long)]
+    pub no_upload: bool,
+}
+
+impl UploadArgs {
+    /// The delivery these options ask for, if any.
+    pub fn delivery(&self) -> Option<Delivery> {
+        if self.no_upload {
+            return None;
+        }
+        let bucket = self.s3_bucket.clone()?;
+        let destination = match &self.api_url {
+            Some(url) => DestinationConfig::Api(ApiSettings {
+                url: url.clone(),
+                bucket,
+                batch_size: self.api_batch_size,
+                concurrency: self.upload_concurrency,
+            }),
+            None => {
+                let mut s3 = S3Settings::new(bucket);
+                s3.endpoint = S3Settings::endpoint_from(self.s3_endpoint.as_deref());
+                s3.concurrency = self.upload_concurrency;
+                s3.create_bucket = self.create_bucket;
+                DestinationConfig::S3(s3)
+            }
+        };
+        Some(Delivery {
+            destination,
+            options: UploadOptions {
+                prefix: self.s3_prefix.clone(),
+                verify_remote: self.verify_remote,
+            },
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -96,13 +167,15 @@ pub struct RunArgs {
     /// Rerun every task regardless of stamps.
     #[arg(long)]
     pub force: bool,
-    /// Do not upload (the pipeline does not upload yet; accepted so cron lines can say so).
-    #[arg(long)]
-    pub no_upload: bool,
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // First, so that .env can set RUST_LOG as well as the AWS variables.
+    if let Err(e) = load_dotenv() {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit::SETUP);
+    }
     init_logging();
     ExitCode::from(match cli.command {
         None => run(&cli.run.tasks, &cli.run),
@@ -113,12 +186,41 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use tracing_subscriber::EnvFilter;
+    // The AWS libraries warn about every credential source they try (instance metadata on
+    // a lab PC...): our own error says what matters. Request signing never logs, at any level.
+    let quiet = "warn,aws_config=error,aws_smithy_runtime=error,aws_runtime=error";
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(quiet));
+    let filter = match "aws_sigv4=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Loads `.env` from the working folder (only there, not from parent folders) into the
+/// environment, without overriding variables already set.
+fn load_dotenv() -> Result<(), String> {
+    let path = Path::new(".env");
+    if !path.exists() {
+        return Ok(());
+    }
+    // Only the variable's name or line goes into the message: never a value.
+    dotenvy::from_path(path).map_err(|e| match e {
+        dotenvy::Error::LineParse(_, index) => {
+            format!(".env: cannot parse the line at character {index}; write NAME=value lines")
+        }
+        dotenvy::Error::Io(e) => format!(".env: {e}"),
+        other => format!(".env: {}", redact_dotenv_error(&other.to_string())),
+    })
+}
+
+/// dotenvy's other errors name a variable; keep only that much.
+fn redact_dotenv_error(message: &str) -> String {
+    message.split('=').next().unwrap_or_default().to_string()
 }
 
 fn open_session(args: &SessionArgs) -> Result<Arc<Session>, u8> {
@@ -189,8 +291,11 @@ fn run(args: &TaskArgs, run: &RunArgs) -> u8 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let root: crate::engine::TaskRef =
-        Arc::new(FlowCamPipeline::new(session.clone(), options(args)));
+    let root: crate::engine::TaskRef = Arc::new(FlowCamPipeline::new(
+        session.clone(),
+        options(args),
+        args.upload.delivery(),
+    ));
     let runner = Runner::new(TOOL_VERSION, run.workers)
         .force(run.force)
         .observer(Box::new(LogObserver));
@@ -218,8 +323,11 @@ fn status(args: &TaskArgs) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let root: crate::engine::TaskRef =
-        Arc::new(FlowCamPipeline::new(session.clone(), options(args)));
+    let root: crate::engine::TaskRef = Arc::new(FlowCamPipeline::new(
+        session.clone(),
+        options(args),
+        args.upload.delivery(),
+    ));
     let states = match Runner::new(TOOL_VERSION, 1).status(&root) {
         Ok(states) => states,
         Err(e) => {

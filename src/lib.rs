@@ -4,12 +4,14 @@
 //! - [`flowcam`]: the instrument's formats (`.lst` particle lists, collage pages, session
 //!   folder names) and the vignettes made from them.
 //! - [`tasks`]: the pipeline's tasks, written against the engine.
+//! - [`upload`]: destinations (S3, the upload API) and the upload ledger, free of FlowCam.
 
 pub mod cli;
 pub mod engine;
 pub mod flowcam;
 pub mod synthetic;
 pub mod tasks;
+pub mod upload;
 
 /// The version recorded in every stamp: a new release reruns what an older one made.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");

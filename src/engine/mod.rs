@@ -36,4 +36,4 @@ pub use lock::{LockError, WorkspaceLock};
 pub use report::{ItemCounts, RunReport, TaskReport, TaskState};
 pub use runner::{GraphError, Runner};
 pub use stamp::Freshness;
-pub use task::{Item, NoWork, Parameters, Plan, Task, TaskRef};
+pub use task::{Item, NoWork, Parameters, Plan, StopTask, Task, TaskRef};

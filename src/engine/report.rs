@@ -21,6 +21,8 @@ pub struct ItemCounts {
     pub skipped: usize,
     pub ran: usize,
     pub failed: usize,
+    /// Not attempted because an item stopped the task (see `engine::StopTask`).
+    pub not_attempted: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,9 +89,13 @@ impl RunReport {
                 if t.items.total > 0 {
                     let _ = write!(
                         out,
-                        " [{} items: {} ran, {} already done, {} failed]",
+                        " [{} items: {} ran, {} already done, {} failed",
                         t.items.total, t.items.ran, t.items.skipped, t.items.failed
                     );
+                    if t.items.not_attempted > 0 {
+                        let _ = write!(out, ", {} not attempted", t.items.not_attempted);
+                    }
+                    out.push(']');
                 }
                 if state != TaskState::AlreadyComplete {
                     let _ = write!(out, " in {:.2} s", t.duration_ms as f64 / 1000.0);

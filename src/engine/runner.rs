@@ -3,12 +3,15 @@
 
 use crate::engine::report::{ItemCounts, RunReport, TaskReport, TaskState};
 use crate::engine::stamp::{self, Freshness, Stamp};
-use crate::engine::{Digest, FileFingerprint, Item, Plan, Staging, Task, TaskRef, write_file};
+use crate::engine::{
+    Digest, FileFingerprint, Item, Plan, Staging, StopTask, Task, TaskRef, write_file,
+};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
@@ -150,8 +153,9 @@ impl Runner {
                 report.reason = Some(format!("requirement {} did not complete", dep.id));
             } else {
                 let upstream_ran = deps.iter().any(|&d| reports[d].state == TaskState::Ran);
+                let rerun = task.rerun_reason();
                 match own_freshness(task.as_ref(), &self.tool_version) {
-                    Freshness::Complete if !self.force && !upstream_ran => {
+                    Freshness::Complete if !self.force && !upstream_ran && rerun.is_none() => {
                         report.state = TaskState::AlreadyComplete;
                     }
                     _ if task.outputs().is_empty() => {
@@ -160,6 +164,7 @@ impl Runner {
                     freshness => {
                         report.reason = Some(match freshness {
                             _ if self.force => "--force".to_string(),
+                            Freshness::Complete if rerun.is_some() => rerun.unwrap_or_default(),
                             Freshness::Stale(why) => why,
                             Freshness::Missing => "it has not run before".to_string(),
                             Freshness::Complete => "a requirement reran".to_string(),
@@ -219,9 +224,14 @@ impl Runner {
             .str(&task.id())
             .str(&parameters);
         let marker_dir = stamp::item_marker_dir(task);
+        let markers = plan.item_markers();
         let mut todo = Vec::new();
         let mut current_markers = HashSet::new();
         for (index, item) in items.iter().enumerate() {
+            if !markers {
+                todo.push((index, String::new(), None));
+                continue;
+            }
             let mut digest = base.clone().str(&item.key).str(&item.fingerprint);
             for input in &item.inputs {
                 let fingerprint = FileFingerprint::of(input).ok().flatten();
@@ -235,35 +245,71 @@ impl Runner {
             let marker = marker_dir.join(&marker_name);
             current_markers.insert(marker_name);
             if self.force || !item_done(&marker, &digest) {
-                todo.push((index, digest, marker));
+                todo.push((index, digest, Some(marker)));
             }
         }
-        counts.skipped = items.len() - todo.len();
-        if !todo.is_empty() {
+        counts.skipped = items.len() - todo.len() + plan.already_done();
+        counts.total += plan.already_done();
+        if markers && !todo.is_empty() {
             std::fs::create_dir_all(&marker_dir)
                 .map_err(|e| vec![format!("{}: {e}", marker_dir.display())])?;
         }
 
         self.observer.task_started(&task.id(), todo.len());
         let task_id = task.id();
-        let results: Vec<Result<(), String>> = self.pool.install(|| {
+        let own_pool = match plan.concurrency() {
+            Some(n) if n != self.pool.current_num_threads() => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("io-worker-{i}"))
+                    .build()
+                    .map_err(|e| vec![format!("cannot start {n} workers: {e}")])?,
+            ),
+            _ => None,
+        };
+        let pool = own_pool.as_ref().unwrap_or(&self.pool);
+        let stopped = AtomicBool::new(false);
+        let results: Vec<ItemOutcome> = pool.install(|| {
             todo.par_iter()
+                .with_max_len(1)
                 .map(|(index, digest, marker)| {
+                    if stopped.load(Ordering::Relaxed) {
+                        return ItemOutcome::NotAttempted;
+                    }
                     let item = &items[*index];
-                    let result = run_item(plan.as_ref(), *index, item, digest, marker);
-                    self.observer
-                        .item_finished(&task_id, &item.key, result.is_ok());
-                    result
+                    let outcome = run_item(plan.as_ref(), *index, item, digest, marker.as_deref());
+                    if matches!(outcome, ItemOutcome::Stopped(_)) {
+                        stopped.store(true, Ordering::Relaxed);
+                    }
+                    self.observer.item_finished(
+                        &task_id,
+                        &item.key,
+                        matches!(outcome, ItemOutcome::Done),
+                    );
+                    outcome
                 })
                 .collect()
         });
-        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-        counts.failed = errors.len();
-        counts.ran = todo.len() - errors.len();
+        let mut errors: Vec<String> = Vec::new();
+        for outcome in results {
+            match outcome {
+                ItemOutcome::Done => counts.ran += 1,
+                ItemOutcome::NotAttempted => counts.not_attempted += 1,
+                ItemOutcome::Failed(e) | ItemOutcome::Stopped(e) => {
+                    counts.failed += 1;
+                    // A cause shared by many items (the server went away) is told once.
+                    if !errors.contains(&e) {
+                        errors.push(e);
+                    }
+                }
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
-        remove_orphan_items(&marker_dir, &current_markers);
+        if markers {
+            remove_orphan_items(&marker_dir, &current_markers);
+        }
 
         let mut staging = Staging::new();
         plan.finish(&mut staging).map_err(one)?;
@@ -299,23 +345,53 @@ fn read_marker(marker: &Path) -> Option<ItemMarker> {
     serde_json::from_slice(&bytes).ok()
 }
 
+enum ItemOutcome {
+    Done,
+    Failed(String),
+    /// Failed with [`crate::engine::StopTask`]: no further items start.
+    Stopped(String),
+    NotAttempted,
+}
+
 fn run_item(
     plan: &dyn Plan,
     index: usize,
     item: &Item,
     digest: &str,
-    marker: &Path,
-) -> Result<(), String> {
+    marker: Option<&Path>,
+) -> ItemOutcome {
     let mut staging = Staging::new();
     let outcome = catch_unwind(AssertUnwindSafe(|| plan.run_item(index, &mut staging)));
     match outcome {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(format!("{}: {e:#}", item.key)),
+        Ok(Err(e)) => {
+            return match e.downcast_ref::<StopTask>() {
+                Some(stop) => ItemOutcome::Stopped(stop.0.clone()),
+                None => ItemOutcome::Failed(format!("{}: {e:#}", item.key)),
+            };
+        }
         Err(panic) => {
             let message = panic_message(panic.as_ref());
-            return Err(format!("{}: internal error (panic): {message}", item.key));
+            return ItemOutcome::Failed(format!("{}: internal error (panic): {message}", item.key));
         }
     }
+    match commit_item(staging, item, digest, marker) {
+        Ok(()) => ItemOutcome::Done,
+        Err(e) => ItemOutcome::Failed(e),
+    }
+}
+
+/// Makes an item's outputs durable, then (when the engine keeps markers) its marker.
+fn commit_item(
+    staging: Staging,
+    item: &Item,
+    digest: &str,
+    marker: Option<&Path>,
+) -> Result<(), String> {
+    let Some(marker) = marker else {
+        staging.commit().map_err(|e| format!("{}: {e}", item.key))?;
+        return Ok(());
+    };
     let previous = read_marker(marker);
     let outputs = staging.commit().map_err(|e| format!("{}: {e}", item.key))?;
     // Files the item produced last time but not this time (say, a particle removed from the

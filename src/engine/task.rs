@@ -47,6 +47,12 @@ pub trait Task: Send + Sync {
     /// Where the engine keeps this task's stamp and item markers.
     fn state_dir(&self) -> PathBuf;
 
+    /// A reason to run even though the stamp says complete: an explicit request to check
+    /// something the stamp cannot see (say, objects in a remote store).
+    fn rerun_reason(&self) -> Option<String> {
+        None
+    }
+
     /// The serial planning step: read what is needed and list the work items.
     fn prepare(&self) -> anyhow::Result<Box<dyn Plan + '_>> {
         Ok(Box::new(NoWork))
@@ -76,11 +82,38 @@ pub trait Plan: Send + Sync {
         Ok(())
     }
 
+    /// How many items run at once when it should not be the runner's worker count: items
+    /// that mostly wait on a network (uploads) want many more in flight than there are
+    /// cores.
+    fn concurrency(&self) -> Option<usize> {
+        None
+    }
+
+    /// Whether the engine keeps a marker per finished item. A plan that records finished
+    /// items itself (an upload ledger appended as each object is confirmed) returns false
+    /// and lists only the work still to do; every item it lists runs.
+    fn item_markers(&self) -> bool {
+        true
+    }
+
+    /// Items the plan left out of [`Plan::items`] because its own record says they are done
+    /// (with [`Plan::item_markers`] false); counted as skipped in the report.
+    fn already_done(&self) -> usize {
+        0
+    }
+
     /// The serial last step, after every item succeeded (for example, a manifest).
     fn finish(&self, _out: &mut Staging) -> anyhow::Result<()> {
         Ok(())
     }
 }
+
+/// An item error that dooms the rest of the task (the destination is unreachable, the
+/// credentials are refused): the runner starts no further items, counts them as not
+/// attempted, and reports the cause once instead of once per item.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StopTask(pub String);
 
 /// The plan of a task with nothing to do.
 pub struct NoWork;

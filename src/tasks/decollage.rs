@@ -18,9 +18,18 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-/// The manifest's columns, one row per vignette.
-pub const MANIFEST_HEADER: [&str; 6] =
-    ["file", "particle_id", "collage", "width", "height", "bytes"];
+/// The manifest's columns, one row per vignette. `captured_at` is the particle's `.lst`
+/// timestamp as ISO 8601 (empty when the list has none), so that consumers of the manifest
+/// (the upload's object metadata among them) need not read `metadata.csv`.
+pub const MANIFEST_HEADER: [&str; 7] = [
+    "file",
+    "particle_id",
+    "collage",
+    "width",
+    "height",
+    "bytes",
+    "captured_at",
+];
 
 /// How many bad particles one collage's error lists before summarising.
 const MAX_LISTED: usize = 10;
@@ -310,6 +319,17 @@ impl Plan for Pages<'_> {
                         .len(),
                 };
                 let file = path.file_name().unwrap_or_default().to_string_lossy();
+                let captured_at = c
+                    .timestamp
+                    .and_then(|t| parse_timestamp(&row[t]))
+                    .map(|t| {
+                        let whole = t.date_time.format("%Y-%m-%dT%H:%M:%S");
+                        match t.fraction {
+                            Some(fraction) => format!("{whole}.{fraction}"),
+                            None => whole.to_string(),
+                        }
+                    })
+                    .unwrap_or_default();
                 manifest.write_record([
                     &*file,
                     &row[c.id],
@@ -317,6 +337,7 @@ impl Plan for Pages<'_> {
                     &row[c.w],
                     &row[c.h],
                     &bytes.to_string(),
+                    &captured_at,
                 ])?;
             }
         }

@@ -85,6 +85,11 @@ impl Session {
         self.output.join("run-report.json")
     }
 
+    /// Upload ledgers, one per destination.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.output.join("uploads")
+    }
+
     /// Stamps and item markers.
     pub fn state_dir(&self) -> PathBuf {
         self.output.join(".state")
@@ -98,6 +103,7 @@ impl Session {
             self.vignettes_dir(),
             self.manifest(),
             self.run_report(),
+            self.uploads_dir(),
             self.state_dir(),
         ]
     }

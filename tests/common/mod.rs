@@ -41,7 +41,7 @@ pub fn session(input: &Path, output_root: &Path) -> Arc<Session> {
 
 /// Runs the whole pipeline on one session through the library.
 pub fn run(session: &Arc<Session>, options: DecollageOptions) -> RunReport {
-    let root: TaskRef = Arc::new(FlowCamPipeline::new(session.clone(), options));
+    let root: TaskRef = Arc::new(FlowCamPipeline::new(session.clone(), options, None));
     Runner::new(TOOL_VERSION, 2).run(&root).unwrap()
 }
 

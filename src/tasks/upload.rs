@@ -1,0 +1,463 @@
+//! UploadToS3: deliver the session's vignettes, then its tables, to an S3 bucket or the
+//! upload API, resumably.
+//!
+//! The task's target is the destination's upload ledger, and its stamp is written only
+//! after every vignette of the manifest and every table is confirmed, so "complete" means
+//! "all there". Planning stats each file against the ledger (no reading), so a rerun after
+//! an interruption sends only what the ledger lacks; a file whose size or time changed is
+//! read and hashed, and sent again only if its content changed. `--verify-remote` lists the
+//! destination first and keeps only the ledger lines the listing confirms (same size, ETag
+//! equal to the recorded MD5), so objects deleted from the bucket are sent again.
+//!
+//! Vignettes go first, in batches the destination chooses (one object per S3 request, up
+//! to 999 files per API request), many in flight; the tables follow in `finish`, the
+//! manifest last, so a consumer that sees the manifest in the bucket finds every vignette
+//! it lists.
+
+use crate::engine::{
+    Digest, FileFingerprint, Item, Parameters, Plan, Staging, StopTask, Task, TaskRef,
+};
+use crate::tasks::Session;
+use crate::upload::{Destination, DestinationConfig, Ledger, LedgerEntry, Outgoing, UploadError};
+use anyhow::{Context, bail};
+use md5::{Digest as _, Md5};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+#[derive(Debug, Clone, Default)]
+pub struct UploadOptions {
+    /// Keys are `[<prefix>/]<experiment>/<file>`.
+    pub prefix: Option<String>,
+    /// Check the destination itself instead of trusting the ledger.
+    pub verify_remote: bool,
+}
+
+pub struct UploadToS3 {
+    session: Arc<Session>,
+    decollage: TaskRef,
+    destination: DestinationConfig,
+    options: UploadOptions,
+}
+
+impl UploadToS3 {
+    pub fn new(
+        session: Arc<Session>,
+        decollage: TaskRef,
+        destination: DestinationConfig,
+        options: UploadOptions,
+    ) -> UploadToS3 {
+        UploadToS3 {
+            session,
+            decollage,
+            destination,
+            options,
+        }
+    }
+
+    /// `[<prefix>/]<experiment>/`: every key of this session starts with it.
+    pub fn key_prefix(&self) -> String {
+        let prefix = self
+            .options
+            .prefix
+            .as_deref()
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty());
+        match prefix {
+            Some(prefix) => format!("{prefix}/{}/", self.session.experiment),
+            None => format!("{}/", self.session.experiment),
+        }
+    }
+
+    /// One ledger per destination and key prefix, under the session's `uploads/`.
+    pub fn ledger_path(&self) -> PathBuf {
+        let digest = Digest::new()
+            .str(&self.destination.describe())
+            .str(&self.key_prefix())
+            .hex();
+        self.session
+            .uploads_dir()
+            .join(format!("ledger-{}.tsv", &digest[..16]))
+    }
+
+    fn ledger_title(&self) -> String {
+        format!(
+            "{}, keys {}",
+            self.destination.describe(),
+            self.key_prefix()
+        )
+    }
+}
+
+impl Task for UploadToS3 {
+    fn name(&self) -> &'static str {
+        "UploadToS3"
+    }
+
+    fn id(&self) -> String {
+        format!("UploadToS3({})", self.session.experiment)
+    }
+
+    fn parameters(&self) -> Parameters {
+        Parameters::from([
+            ("destination".to_string(), self.destination.describe()),
+            ("key_prefix".to_string(), self.key_prefix()),
+        ])
+    }
+
+    fn requires(&self) -> Vec<TaskRef> {
+        vec![self.decollage.clone()]
+    }
+
+    fn inputs(&self) -> anyhow::Result<Vec<PathBuf>> {
+        Ok(vec![
+            self.session.manifest(),
+            self.session.metadata_csv(),
+            self.session.metadata_schema(),
+        ])
+    }
+
+    fn outputs(&self) -> Vec<PathBuf> {
+        vec![self.ledger_path()]
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.session.state_dir()
+    }
+
+    fn rerun_reason(&self) -> Option<String> {
+        self.options
+            .verify_remote
+            .then(|| "--verify-remote asks to check the destination itself".to_string())
+    }
+
+    fn prepare(&self) -> anyhow::Result<Box<dyn Plan + '_>> {
+        Ok(Box::new(Deliveries::plan(self)?))
+    }
+}
+
+/// One file to deliver unless the destination already has it.
+struct Candidate {
+    path: PathBuf,
+    key: String,
+    content_type: &'static str,
+    metadata: Vec<(String, String)>,
+}
+
+/// What is known to be at the destination: from the ledger, or from the destination's own
+/// listing (then without a local time, so the file must be hashed to compare).
+struct Known {
+    size: u64,
+    md5: String,
+    mtime_ns: Option<i64>,
+}
+
+struct Deliveries<'a> {
+    task: &'a UploadToS3,
+    destination: Box<dyn Destination>,
+    ledger: Ledger,
+    known: HashMap<String, Known>,
+    /// Vignettes not known to be delivered, in request-sized batches.
+    batches: Vec<Vec<Candidate>>,
+    /// Vignettes the ledger vouches for without reading them.
+    already_done: usize,
+    /// metadata.csv, its schema, then the manifest.
+    tables: Vec<Candidate>,
+    sent: AtomicUsize,
+    unchanged: AtomicUsize,
+}
+
+impl<'a> Deliveries<'a> {
+    fn plan(task: &'a UploadToS3) -> anyhow::Result<Deliveries<'a>> {
+        let key_prefix = task.key_prefix();
+        if key_prefix.contains(['\t', '\n', '\r']) || key_prefix.split('/').any(|s| s == "..") {
+            bail!("--s3-prefix {key_prefix:?}: keys may not hold tabs, line breaks or '..'");
+        }
+        let destination = task
+            .destination
+            .connect()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        destination.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+
+        let session = &task.session;
+        let title = task.ledger_title();
+        let ledger_path = task.ledger_path();
+        let (ledger, known) = if task.options.verify_remote {
+            verified_ledger(destination.as_ref(), &ledger_path, &title, &key_prefix)?
+        } else {
+            let ledger = Ledger::open(&ledger_path, &title)?;
+            let known = ledger
+                .entries()
+                .iter()
+                .map(|(key, e)| {
+                    let known = Known {
+                        size: e.size,
+                        md5: e.md5.clone(),
+                        mtime_ns: Some(e.mtime_ns),
+                    };
+                    (key.clone(), known)
+                })
+                .collect();
+            (ledger, known)
+        };
+
+        let position = session_metadata(session);
+        let mut vignettes = Vec::new();
+        let manifest_path = session.manifest();
+        let mut manifest = csv::Reader::from_path(&manifest_path)
+            .with_context(|| manifest_path.display().to_string())?;
+        let header = manifest.headers()?.clone();
+        let column = |name: &str| header.iter().position(|h| h == name);
+        let file_column = column("file")
+            .with_context(|| format!("{}: no file column", manifest_path.display()))?;
+        let id_column = column("particle_id");
+        let captured_column = column("captured_at");
+        for (line, record) in manifest.records().enumerate() {
+            let record = record.with_context(|| manifest_path.display().to_string())?;
+            let file = &record[file_column];
+            crate::flowcam::lst::check_plain_file_name(file).map_err(|e| {
+                anyhow::anyhow!("{} line {}: {e}", manifest_path.display(), line + 2)
+            })?;
+            let mut metadata = position.clone();
+            let mut add = |name: &str, column: Option<usize>| {
+                if let Some(value) = column.map(|c| &record[c]).filter(|v| is_header_safe(v)) {
+                    metadata.push((name.to_string(), value.to_string()));
+                }
+            };
+            add("particle-id", id_column);
+            add("captured-at", captured_column);
+            vignettes.push(Candidate {
+                path: session.vignettes_dir().join(file),
+                key: format!("{key_prefix}{file}"),
+                content_type: "image/tiff",
+                metadata,
+            });
+        }
+
+        // Planning only stats: a vignette whose size and time match its ledger line is done.
+        let total = vignettes.len();
+        vignettes.retain(|c| !vouched_for(&known, c));
+        let already_done = total - vignettes.len();
+        let batch_size = destination.batch_size().max(1);
+        let mut batches = Vec::new();
+        let mut rest = vignettes.into_iter().peekable();
+        while rest.peek().is_some() {
+            batches.push(rest.by_ref().take(batch_size).collect());
+        }
+
+        let table = |path: PathBuf, content_type| {
+            let file = path.file_name().unwrap_or_default().to_string_lossy();
+            Candidate {
+                key: format!("{key_prefix}{file}"),
+                path,
+                content_type,
+                metadata: position.clone(),
+            }
+        };
+        let tables = vec![
+            table(session.metadata_csv(), "text/csv"),
+            table(session.metadata_schema(), "application/json"),
+            table(session.manifest(), "text/csv"),
+        ];
+        Ok(Deliveries {
+            task,
+            destination,
+            ledger,
+            known,
+            batches,
+            already_done,
+            tables,
+            sent: AtomicUsize::new(0),
+            unchanged: AtomicUsize::new(0),
+        })
+    }
+
+    /// Reads and hashes each candidate, sends those the destination lacks in one request,
+    /// and records all of them in the ledger once confirmed.
+    fn deliver(&self, batch: &[Candidate]) -> anyhow::Result<()> {
+        let mut outgoing = Vec::new();
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut unchanged = 0;
+        for candidate in batch {
+            let path = &candidate.path;
+            // Stat before reading: if the file changes in between, the recorded time is
+            // older than the content and the next run hashes it again.
+            let fingerprint = FileFingerprint::of(path)
+                .with_context(|| path.display().to_string())?
+                .with_context(|| format!("{} is missing; rerun with --force", path.display()))?;
+            let body = std::fs::read(path).with_context(|| path.display().to_string())?;
+            let md5: [u8; 16] = Md5::digest(&body).into();
+            let entry = LedgerEntry {
+                md5: hex::encode(md5),
+                size: body.len() as u64,
+                mtime_ns: fingerprint.mtime_ns,
+            };
+            let there = self
+                .known
+                .get(&candidate.key)
+                .is_some_and(|k| k.size == entry.size && k.md5 == entry.md5);
+            if there {
+                unchanged += 1;
+            } else {
+                outgoing.push(Outgoing {
+                    key: candidate.key.clone(),
+                    body,
+                    md5,
+                    content_type: candidate.content_type,
+                    metadata: candidate.metadata.clone(),
+                });
+            }
+            entries.push((candidate.key.as_str(), entry));
+        }
+        if !outgoing.is_empty() {
+            self.destination.send(&outgoing).map_err(|e| match e {
+                UploadError::Destination(m) => anyhow::Error::new(StopTask(m)),
+                UploadError::Object(m) => anyhow::anyhow!(m),
+            })?;
+        }
+        let records: Vec<(&str, &LedgerEntry)> = entries.iter().map(|(k, e)| (*k, e)).collect();
+        self.ledger.record(&records)?;
+        self.sent.fetch_add(outgoing.len(), Ordering::Relaxed);
+        self.unchanged.fetch_add(unchanged, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Plan for Deliveries<'_> {
+    fn items(&self) -> Vec<Item> {
+        self.batches
+            .iter()
+            .map(|batch| {
+                let first = &batch[0].key;
+                let key = match batch.last() {
+                    Some(last) if batch.len() > 1 => {
+                        format!("{} files {first} .. {}", batch.len(), last.key)
+                    }
+                    _ => first.clone(),
+                };
+                Item {
+                    key,
+                    inputs: Vec::new(),
+                    fingerprint: String::new(),
+                }
+            })
+            .collect()
+    }
+
+    fn item_markers(&self) -> bool {
+        false
+    }
+
+    fn already_done(&self) -> usize {
+        self.already_done
+    }
+
+    fn concurrency(&self) -> Option<usize> {
+        Some(self.destination.concurrency())
+    }
+
+    fn run_item(&self, index: usize, _out: &mut Staging) -> anyhow::Result<()> {
+        self.deliver(&self.batches[index])
+    }
+
+    fn finish(&self, _out: &mut Staging) -> anyhow::Result<()> {
+        for batch in self.tables.chunks(self.destination.batch_size().max(1)) {
+            self.deliver(batch)?;
+        }
+        self.ledger.sync()?;
+        tracing::info!(
+            session = %self.task.session.experiment,
+            sent = self.sent.load(Ordering::Relaxed),
+            unchanged = self.unchanged.load(Ordering::Relaxed),
+            already_done = self.already_done,
+            ledger = %self.ledger.path().display(),
+            "upload complete"
+        );
+        Ok(())
+    }
+}
+
+/// A candidate whose size and modification time match what the ledger recorded.
+fn vouched_for(known: &HashMap<String, Known>, candidate: &Candidate) -> bool {
+    let Some(k) = known.get(&candidate.key) else {
+        return false;
+    };
+    let Some(mtime_ns) = k.mtime_ns else {
+        return false;
+    };
+    matches!(
+        FileFingerprint::of(&candidate.path),
+        Ok(Some(f)) if f.size == k.size && f.mtime_ns == mtime_ns
+    )
+}
+
+/// For `--verify-remote`: lists the destination, keeps the ledger lines its listing
+/// confirms (rewriting the ledger with only those, before anything else happens), and
+/// knows the other listed objects by size and ETag so that unchanged files are not sent.
+fn verified_ledger(
+    destination: &dyn Destination,
+    path: &std::path::Path,
+    title: &str,
+    key_prefix: &str,
+) -> anyhow::Result<(Ledger, HashMap<String, Known>)> {
+    let listed = destination
+        .list(key_prefix)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .context(
+            "--verify-remote needs a destination that can list its objects (S3); the upload \
+             API cannot",
+        )?;
+    let old = Ledger::open(path, title)?;
+    let mut keep = Vec::new();
+    let mut known = HashMap::new();
+    for remote in listed {
+        let etag = remote.etag.to_ascii_lowercase();
+        let recorded = old
+            .entries()
+            .get(&remote.key)
+            .filter(|e| e.size == remote.size && e.md5 == etag);
+        let mtime_ns = recorded.map(|e| e.mtime_ns);
+        if let Some(entry) = recorded {
+            keep.push((remote.key.clone(), entry.clone()));
+        }
+        known.insert(
+            remote.key,
+            Known {
+                size: remote.size,
+                md5: etag,
+                mtime_ns,
+            },
+        );
+    }
+    drop(old);
+    let dropped = known.len().abs_diff(keep.len());
+    tracing::info!(
+        kept = keep.len(),
+        listed_only = dropped,
+        "verified the ledger against the destination"
+    );
+    Ok((Ledger::rewrite(path, title, &keep)?, known))
+}
+
+/// The session's position and date as object metadata, when its folder name gives them.
+fn session_metadata(session: &Session) -> Vec<(String, String)> {
+    let mut metadata = Vec::new();
+    if is_header_safe(&session.experiment) {
+        metadata.push(("experiment".to_string(), session.experiment.clone()));
+    }
+    if let Some(p) = &session.name.position {
+        metadata.push(("latitude".to_string(), format!("{:.4}", p.latitude)));
+        metadata.push(("longitude".to_string(), format!("{:.4}", p.longitude)));
+        metadata.push(("sample-date".to_string(), p.date.to_string()));
+        if let Some(depth) = p.depth_m {
+            metadata.push(("depth-m".to_string(), depth.to_string()));
+        }
+    }
+    metadata
+}
+
+/// Printable ASCII only: what an HTTP header value can carry unencoded.
+fn is_header_safe(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| (b' '..=b'~').contains(&b))
+}
