@@ -103,6 +103,7 @@ EOF
   local key_id="GK$(random_hex 12)" secret
   secret=$(random_hex 32)
   "${g[@]}" key import --yes -n flowcam-test "$key_id" "$secret" >/dev/null
+  "${g[@]}" key allow --create-bucket "$key_id" >/dev/null
   "${g[@]}" bucket create "$bucket" >/dev/null
   "${g[@]}" bucket allow --read --write --owner "$bucket" --key "$key_id" >/dev/null
   cat >"$dir/env" <<EOF

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The project's test command: makes sure the one system tool the tests use (exiftool, which
-# validates the vignettes' EXIF) is installed, then runs the whole test suite.
+# The project's test command. Makes sure what the tests need is there, then runs them all:
+# - exiftool, which validates the vignettes' EXIF (Debian: libimage-exiftool-perl);
+# - a real S3 server: a throw-away Garage on 127.0.0.1 (scripts/garage.sh; built once and
+#   cached, about 11 minutes the first time), unless FLOWCAM_TEST_GARAGE names the folder of
+#   one already running (as .ci/run does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v exiftool >/dev/null 2>&1; then
@@ -13,4 +16,9 @@ if ! command -v exiftool >/dev/null 2>&1; then
     exit 1
   fi
 fi
-exec cargo test "$@"
+if [ -z "${FLOWCAM_TEST_GARAGE:-}" ]; then
+  scripts/garage.sh start target/garage >/dev/null
+  trap 'scripts/garage.sh stop target/garage' EXIT
+  export FLOWCAM_TEST_GARAGE="$PWD/target/garage"
+fi
+cargo test "$@"

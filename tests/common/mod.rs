@@ -1,6 +1,9 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod garage;
+pub mod upload_api;
+
 use flowcam_pipeline::TOOL_VERSION;
 use flowcam_pipeline::engine::{RunReport, Runner, TaskRef};
 use flowcam_pipeline::tasks::{DecollageOptions, FlowCamPipeline, Session};

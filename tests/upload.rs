@@ -1,0 +1,555 @@
+//! UploadToS3 end to end, through the built binary, against a real Garage S3 server on
+//! 127.0.0.1 (and the test's own implementation of the upload API writing into it).
+
+mod common;
+
+use common::garage::Garage;
+use common::upload_api::UploadApi;
+use common::*;
+use flowcam_pipeline::synthetic::SyntheticSession;
+use md5::{Digest, Md5};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+/// A folder name that carries a position: 54.0143 N, 2.7770 W, 4 May 2023, 1 m deep.
+const POSITIONED: &str = "Tank25_54.0143_-2.7770_04052023_1";
+
+/// A key prefix no other test (or earlier run against the same server) uses.
+fn unique_prefix(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("test-{name}-{}-{nanos}", std::process::id())
+}
+
+/// A working folder with the server's `.env`, an input session and an output root.
+struct Workplace {
+    dir: tempfile::TempDir,
+    input: PathBuf,
+    out: PathBuf,
+    experiment: String,
+}
+
+impl Workplace {
+    fn with_fixture(garage: &Garage, folder: &str) -> Workplace {
+        let dir = tempfile::tempdir().unwrap();
+        let input = copy_fixture(dir.path(), folder);
+        Workplace::new(garage, dir, input, folder)
+    }
+
+    fn with_synthetic(garage: &Garage, particles: usize, pages: usize, name: &str) -> Workplace {
+        let dir = tempfile::tempdir().unwrap();
+        let synthetic = SyntheticSession {
+            particles,
+            pages,
+            prefix: name.into(),
+            ..SyntheticSession::default()
+        };
+        let input = synthetic.write(dir.path()).unwrap();
+        let experiment = input.file_name().unwrap().to_string_lossy().into_owned();
+        Workplace::new(garage, dir, input, &experiment)
+    }
+
+    fn new(garage: &Garage, dir: tempfile::TempDir, input: PathBuf, experiment: &str) -> Workplace {
+        std::fs::write(dir.path().join(".env"), garage.dotenv()).unwrap();
+        let out = dir.path().join("out");
+        Workplace {
+            dir,
+            input,
+            out,
+            experiment: experiment.to_string(),
+        }
+    }
+
+    /// The binary, run in the working folder (so it reads the `.env` there) with no AWS
+    /// variables of the test's own environment.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flowcam-pipeline"));
+        command
+            .current_dir(self.dir.path())
+            .args([
+                "-d",
+                self.input.to_str().unwrap(),
+                "-o",
+                self.out.to_str().unwrap(),
+            ])
+            .args(args)
+            .env("HOME", self.dir.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("RUST_LOG");
+        for (name, _) in std::env::vars() {
+            if name.starts_with("AWS_") && name != "AWS_EC2_METADATA_DISABLED" {
+                command.env_remove(name);
+            }
+        }
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn session_out(&self) -> PathBuf {
+        self.out.join(&self.experiment)
+    }
+
+    fn report(&self) -> serde_json::Value {
+        let path = self.session_out().join("run-report.json");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn upload_report(&self) -> serde_json::Value {
+        self.report()["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "UploadToS3")
+            .cloned()
+            .expect("an UploadToS3 task in the report")
+    }
+
+    /// The one ledger of this session (the tests use one destination each).
+    fn ledger_path(&self) -> PathBuf {
+        let dir = self.session_out().join("uploads");
+        let mut ledgers: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        ledgers.retain(|p| p.extension().is_some_and(|e| e == "tsv"));
+        assert!(ledgers.len() <= 1, "{ledgers:?}");
+        ledgers.pop().unwrap_or_else(|| dir.join("none.tsv"))
+    }
+
+    /// Key -> MD5 of every well-formed ledger line.
+    fn ledger(&self) -> HashMap<String, String> {
+        let text = std::fs::read_to_string(self.ledger_path()).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let parts: Vec<&str> = l.splitn(4, '\t').collect();
+                (parts.len() == 4).then(|| (parts[3].to_string(), parts[0].to_string()))
+            })
+            .collect()
+    }
+
+    /// Local files that should be in the bucket: file name -> path.
+    fn local_files(&self) -> HashMap<String, PathBuf> {
+        let out = self.session_out();
+        let mut files: HashMap<String, PathBuf> = std::fs::read_dir(out.join("vignettes"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "tif"))
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p))
+            .collect();
+        for table in ["metadata.csv", "metadata.schema.json", "manifest.csv"] {
+            files.insert(table.to_string(), out.join(table));
+        }
+        files
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn md5_hex(path: &Path) -> String {
+    hex::encode(Md5::digest(std::fs::read(path).unwrap()))
+}
+
+/// Every local file is in the bucket under `key_prefix` with its size and MD5, and nothing
+/// else is there.
+fn assert_all_delivered(garage: &Garage, bucket: &str, key_prefix: &str, work: &Workplace) {
+    let remote = garage.list(bucket, key_prefix);
+    let local = work.local_files();
+    assert_eq!(remote.len(), local.len(), "objects under {key_prefix}");
+    for (name, path) in local {
+        let key = format!("{key_prefix}{name}");
+        let (size, etag) = remote
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key} is not in the bucket"));
+        assert_eq!(*size, std::fs::metadata(&path).unwrap().len(), "{key}");
+        assert_eq!(*etag, md5_hex(&path), "{key}");
+    }
+}
+
+fn wait_for_ledger_lines(work: &Workplace, child: &mut Child, lines: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while work.ledger().len() < lines {
+        assert!(Instant::now() < deadline, "no upload progress");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before it could be interrupted");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_fixture_lands_with_keys_sizes_and_metadata_and_a_rerun_sends_nothing() {
+    let garage = Garage::shared();
+    let work = Workplace::with_fixture(&garage, POSITIONED);
+    let prefix = unique_prefix("e2e");
+    let args = ["--s3-bucket", garage.bucket(), "--s3-prefix", &prefix];
+    let first = work.run(&args);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+
+    let key_prefix = format!("{prefix}/{POSITIONED}/");
+    assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
+    assert_eq!(work.local_files().len(), 102 + 3);
+
+    // A vignette carries the sample's position and date and the particle's id and time.
+    let manifest = manifest(&session(&work.input, &work.out));
+    let row = &manifest[0];
+    let (content_type, metadata) =
+        garage.head(garage.bucket(), &format!("{key_prefix}{}", row["file"]));
+    assert_eq!(content_type, "image/tiff");
+    assert_eq!(metadata["latitude"], "54.0143");
+    assert_eq!(metadata["longitude"], "-2.7770");
+    assert_eq!(metadata["sample-date"], "2023-05-04");
+    assert_eq!(metadata["depth-m"], "1");
+    assert_eq!(metadata["particle-id"], row["particle_id"]);
+    assert!(!row["captured_at"].is_empty());
+    assert_eq!(metadata["captured-at"], row["captured_at"]);
+    let (content_type, _) = garage.head(garage.bucket(), &format!("{key_prefix}manifest.csv"));
+    assert_eq!(content_type, "text/csv");
+
+    // The ledger holds exactly what was confirmed.
+    let ledger = work.ledger();
+    assert_eq!(ledger.len(), 105);
+    assert_eq!(
+        ledger[&format!("{key_prefix}manifest.csv")],
+        md5_hex(&work.session_out().join("manifest.csv"))
+    );
+
+    // Nothing changed: the whole pipeline is complete, nothing is contacted or sent.
+    let second = work.run(&args);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_eq!(work.upload_report()["state"], "already_complete");
+
+    // Vignettes rewritten with the same content (forced decollage): the upload reruns,
+    // reads and hashes them, and sends nothing.
+    let forced = work
+        .command(&args)
+        .arg("--force")
+        .env("RUST_LOG", "flowcam_pipeline=info")
+        .output()
+        .unwrap();
+    assert_eq!(forced.status.code(), Some(0), "{}", text(&forced));
+    let log = String::from_utf8_lossy(&forced.stderr);
+    assert!(
+        log.contains("upload complete") && log.contains("sent=0"),
+        "{log}"
+    );
+    assert_eq!(work.ledger().len(), 105);
+}
+
+#[test]
+fn changed_vignettes_are_sent_again() {
+    let garage = Garage::shared();
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    let prefix = unique_prefix("changed");
+    let args = ["--s3-bucket", garage.bucket(), "--s3-prefix", &prefix];
+    let first = work.run(&args);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let key_prefix = format!("{prefix}/{FIXTURE}/");
+    let before = garage.list(garage.bucket(), &key_prefix);
+
+    // Without the measurements in ImageDescription every vignette's content changes.
+    let mut changed_args = args.to_vec();
+    changed_args.push("--no-embed-measurements");
+    let second = work.run(&changed_args);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let upload = work.upload_report();
+    assert_eq!(upload["items"]["ran"], 102, "{upload}");
+    assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
+    let after = garage.list(garage.bucket(), &key_prefix);
+    let vignette = format!("{key_prefix}{FIXTURE}_8900.tif");
+    assert_ne!(before[&vignette], after[&vignette]);
+    // metadata.csv did not change and kept its object.
+    let csv = format!("{key_prefix}metadata.csv");
+    assert_eq!(before[&csv], after[&csv]);
+}
+
+#[test]
+fn a_run_killed_mid_upload_resumes_and_sends_only_the_rest() {
+    let garage = Garage::shared();
+    let work = Workplace::with_synthetic(&garage, 3000, 3, "killed");
+    let prefix = unique_prefix("killed");
+    let args = [
+        "--s3-bucket",
+        garage.bucket(),
+        "--s3-prefix",
+        &prefix,
+        "--upload-concurrency",
+        "2",
+    ];
+    let mut child = work.spawn(&args);
+    wait_for_ledger_lines(&work, &mut child, 100);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Everything the ledger calls confirmed is really there, with that content.
+    let key_prefix = format!("{prefix}/{}/", work.experiment);
+    let confirmed = work.ledger();
+    assert!(
+        confirmed.len() < 3000,
+        "killed too late: {}",
+        confirmed.len()
+    );
+    let remote = garage.list(garage.bucket(), &key_prefix);
+    for (key, md5) in &confirmed {
+        assert_eq!(remote.get(key).map(|r| &r.1), Some(md5), "{key}");
+    }
+    assert!(
+        !work
+            .session_out()
+            .join(".state/UploadToS3.stamp.json")
+            .exists()
+    );
+
+    let rerun = work.run(&args);
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    let upload = work.upload_report();
+    let skipped = upload["items"]["skipped"].as_u64().unwrap();
+    let ran = upload["items"]["ran"].as_u64().unwrap();
+    assert_eq!(skipped, confirmed.len() as u64, "{upload}");
+    assert_eq!(skipped + ran, 3000, "{upload}");
+    assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
+}
+
+#[test]
+fn the_server_dying_mid_upload_fails_the_run_cleanly_and_a_rerun_completes() {
+    let servers = tempfile::tempdir().unwrap();
+    let garage = Garage::private(&servers.path().join("garage"));
+    let work = Workplace::with_synthetic(&garage, 2000, 2, "dying");
+    let args = ["--s3-bucket", garage.bucket(), "--upload-concurrency", "4"];
+    let mut child = work.spawn(&args);
+    wait_for_ledger_lines(&work, &mut child, 100);
+    garage.kill();
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run hangs after the server died"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("cannot reach"), "{stdout}");
+    assert!(stdout.contains("rerun to resume"), "{stdout}");
+    // Told once, not once per object.
+    assert_eq!(stdout.matches("cannot reach").count(), 1, "{stdout}");
+    assert!(
+        !work
+            .session_out()
+            .join(".state/UploadToS3.stamp.json")
+            .exists()
+    );
+
+    garage.restart();
+    let key_prefix = format!("{}/", work.experiment);
+    let confirmed = work.ledger();
+    let remote = garage.list(garage.bucket(), &key_prefix);
+    for (key, md5) in &confirmed {
+        assert_eq!(remote.get(key).map(|r| &r.1), Some(md5), "{key}");
+    }
+    let rerun = work.run(&args);
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
+}
+
+#[test]
+fn wrong_credentials_are_named_without_printing_them() {
+    let garage = Garage::shared();
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    let wrong_secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let env = garage.dotenv().replace(garage.secret(), wrong_secret);
+    std::fs::write(work.dir.path().join(".env"), env).unwrap();
+    let output = work.run(&["--s3-bucket", garage.bucket()]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let all = text(&output);
+    assert!(all.contains("AWS_SECRET_ACCESS_KEY"), "{all}");
+    assert!(
+        all.contains("denied access") || all.contains("refused"),
+        "{all}"
+    );
+    let report = std::fs::read_to_string(work.session_out().join("run-report.json")).unwrap();
+    for secret in [wrong_secret, garage.vars["AWS_ACCESS_KEY_ID"].as_str()] {
+        assert!(!all.contains(secret), "a key was printed:\n{all}");
+        assert!(!report.contains(secret), "a key is in the run report");
+    }
+    // The vignettes are made; nothing is claimed as uploaded.
+    assert_eq!(work.local_files().len(), 105);
+    assert!(work.ledger().is_empty());
+}
+
+#[test]
+fn no_credentials_say_where_to_put_them() {
+    let garage = Garage::shared();
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    std::fs::remove_file(work.dir.path().join(".env")).unwrap();
+    let output = work.run(&[
+        "--s3-bucket",
+        garage.bucket(),
+        "--s3-endpoint",
+        garage.endpoint(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("no S3 credentials found"), "{stdout}");
+    assert!(stdout.contains(".env"), "{stdout}");
+}
+
+#[test]
+fn a_missing_bucket_is_named_and_create_bucket_creates_it() {
+    let garage = Garage::shared();
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    let bucket = unique_prefix("bucket").to_lowercase().replace('_', "-");
+    let bucket = &bucket[..bucket.len().min(60)];
+    let output = work.run(&["--s3-bucket", bucket]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("bucket {bucket} does not exist")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("--create-bucket"), "{stdout}");
+
+    let created = work.run(&["--s3-bucket", bucket, "--create-bucket"]);
+    assert_eq!(created.status.code(), Some(0), "{}", text(&created));
+    assert_all_delivered(&garage, bucket, &format!("{FIXTURE}/"), &work);
+}
+
+#[test]
+fn an_unreachable_endpoint_is_named() {
+    let garage = Garage::shared();
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let output = work.run(&["--s3-bucket", garage.bucket(), "--s3-endpoint", &endpoint]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("cannot reach {endpoint}")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_upload_api_gets_batches_of_at_most_seven_and_a_failed_batch_is_resent() {
+    let garage = Garage::shared();
+    let api = UploadApi::start(garage.client.clone());
+    api.fail_request(Some(3));
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    let prefix = unique_prefix("api");
+    let args = [
+        "--api-url",
+        &api.url,
+        "--s3-bucket",
+        garage.bucket(),
+        "--s3-prefix",
+        &prefix,
+        "--api-batch-size",
+        "7",
+        "--upload-concurrency",
+        "1",
+    ];
+    let first = work.run(&args);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(stdout.contains("HTTP 500"), "{stdout}");
+    assert!(stdout.contains("simulated storage failure"), "{stdout}");
+    let requests = api.take_requests();
+    // 102 vignettes in batches of 7; the tables wait for every vignette.
+    assert_eq!(requests.len(), 15, "{requests:?}");
+    assert!(
+        requests.iter().all(|&n| (1..=7).contains(&n)),
+        "{requests:?}"
+    );
+    assert_eq!(requests.iter().sum::<usize>(), 102);
+    let failed_batch = requests[2];
+    assert_eq!(work.ledger().len(), 102 - failed_batch);
+
+    api.fail_request(None);
+    let second = work.run(&args);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    // Only the failed batch, then the three tables in one request.
+    assert_eq!(api.take_requests(), vec![failed_batch, 3]);
+    assert_all_delivered(
+        &garage,
+        garage.bucket(),
+        &format!("{prefix}/{FIXTURE}/"),
+        &work,
+    );
+
+    let third = work.run(&args);
+    assert_eq!(third.status.code(), Some(0), "{}", text(&third));
+    assert!(api.take_requests().is_empty());
+}
+
+#[test]
+fn verify_remote_repairs_a_deleted_object() {
+    let garage = Garage::shared();
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    let prefix = unique_prefix("verify");
+    let args = ["--s3-bucket", garage.bucket(), "--s3-prefix", &prefix];
+    let first = work.run(&args);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let key_prefix = format!("{prefix}/{FIXTURE}/");
+    let deleted = format!("{key_prefix}{FIXTURE}_8900.tif");
+    garage.delete(garage.bucket(), &deleted);
+
+    // The ledger still vouches for it: a plain rerun trusts it.
+    let trusting = work.run(&args);
+    assert_eq!(trusting.status.code(), Some(0), "{}", text(&trusting));
+    assert!(
+        !garage
+            .list(garage.bucket(), &key_prefix)
+            .contains_key(&deleted)
+    );
+
+    let mut verify_args = args.to_vec();
+    verify_args.push("--verify-remote");
+    let verified = work.run(&verify_args);
+    assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
+    let upload = work.upload_report();
+    assert_eq!(upload["items"]["ran"], 1, "{upload}");
+    assert_eq!(upload["items"]["skipped"], 101, "{upload}");
+    assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
+
+    // A lost ledger: --verify-remote rebuilds it from the bucket without sending again.
+    std::fs::remove_file(work.ledger_path()).unwrap();
+    let rebuilt = work
+        .command(&verify_args)
+        .env("RUST_LOG", "flowcam_pipeline=info")
+        .output()
+        .unwrap();
+    assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt));
+    let log = String::from_utf8_lossy(&rebuilt.stderr);
+    assert!(log.contains("sent=0"), "{log}");
+    assert_eq!(work.ledger().len(), 105);
+}
