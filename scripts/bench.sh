@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# Speed and memory of the pipeline, with upload off (a benchmark, not a test: figures only).
+# Speed and memory of the pipeline (a benchmark, not a test: figures only).
 #
 #   scripts/bench.sh [SESSION]     SESSION defaults to ../shared/fixtures/flowcam/19_10_Tank25_blanksremoved
 #
+# Local stages first, with upload off:
 # Prints, for the full real session: wall time, vignettes per second, peak RSS, the
 # decode-only floor (the same binary decoding the collages and nothing else), their ratio,
 # and the time of a no-op rerun; then peak RSS for synthetic sessions of 9,000 particles on
 # 9 and on 36 pages, to show memory does not grow with the number of collages. Each run
 # writes to a new folder.
+#
+# Then the upload stage, against a fresh local Garage (scripts/garage.sh, on port 39100):
+# the session's vignettes and tables uploaded by the pipeline (objects per second), a no-op
+# rerun, and the same vignettes copied by `rclone copy --transfers 32` (Debian package
+# rclone) to the same server in the same run, with its no-op copy and the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 session=${1:-../shared/fixtures/flowcam/19_10_Tank25_blanksremoved}
 [ -d "$session" ] || { echo "no session at $session" >&2; exit 1; }
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
-cargo build --release --quiet --example make_session
+cargo build --release --quiet --bin flowcam-pipeline --example make_session
 bin=target/release/flowcam-pipeline
 work=$(mktemp -d "${TMPDIR:-/tmp}/flowcam-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -66,3 +72,43 @@ for pages in 9 36; do
   run "$work/synth-out$pages" -d "$dir"
   printf 'synthetic, 9000 particles on %2d pages: %.3f s, peak RSS %d MB\n' "$pages" "$wall" $((rss / 1024))
 done
+
+# ---- upload stage -------------------------------------------------------------------
+if ! command -v rclone >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone >/dev/null
+  else
+    echo "the upload stage needs rclone (apt-get install rclone)" >&2; exit 1
+  fi
+fi
+GARAGE_S3_PORT=39100 GARAGE_BUCKET=bench scripts/garage.sh start "$work/garage" >"$work/garage.env" 2>/dev/null
+trap 'scripts/garage.sh stop "$work/garage"; rm -rf "$work"' EXIT
+set -a; . "$work/garage.env"; set +a
+experiment=$(basename "$session")
+objects=$((particles + 3))
+
+# The pipeline: decollage is already complete in full1, so this times the upload alone.
+t0=$(now); "$bin" -d "$session" -o "$work/full1" --s3-bucket bench --s3-prefix ours >"$work/upload.txt"; t1=$(now)
+ours=$(echo "$t1 - $t0" | bc -l)
+export RCLONE_CONFIG_GARAGE_TYPE=s3 RCLONE_CONFIG_GARAGE_PROVIDER=Other RCLONE_CONFIG_GARAGE_ENV_AUTH=true \
+  RCLONE_CONFIG_GARAGE_ENDPOINT="$AWS_ENDPOINT_URL" RCLONE_CONFIG_GARAGE_REGION=garage
+# rclone refuses to start while AWS_CA_BUNDLE is set (this environment sets it).
+rclone() { env -u AWS_CA_BUNDLE rclone -q "$@"; }
+sent=$(rclone size --json "garage:bench/ours/$experiment" | sed 's/.*"count":\([0-9]*\).*/\1/')
+noops=(); for i in 1 2 3 4 5; do
+  t0=$(now); "$bin" -d "$session" -o "$work/full1" --s3-bucket bench --s3-prefix ours >/dev/null; t1=$(now)
+  noops+=("$(echo "$t1 - $t0" | bc -l)")
+done
+ours_noop=$(printf '%s\n' "${noops[@]}" | median)
+
+remote="garage:bench/rclone/$experiment"
+t0=$(now); rclone copy --transfers 32 "$work/full1/$experiment/vignettes" "$remote"; t1=$(now)
+theirs=$(echo "$t1 - $t0" | bc -l)
+t0=$(now); rclone copy --transfers 32 "$work/full1/$experiment/vignettes" "$remote"; t1=$(now)
+theirs_noop=$(echo "$t1 - $t0" | bc -l)
+
+printf 'upload, pipeline:          %.2f s, %d objects (%s in the bucket), %.0f objects/s\n' "$ours" "$objects" "$sent" "$(echo "$objects / $ours" | bc -l)"
+printf 'upload, rclone --transfers 32: %.2f s, %d objects, %.0f objects/s\n' "$theirs" "$particles" "$(echo "$particles / $theirs" | bc -l)"
+printf 'rclone / pipeline:         %.2fx (per object)\n' "$(echo "($theirs / $particles) / ($ours / $objects)" | bc -l)"
+printf 'no-op rerun, pipeline:     %.1f ms (median of 5)\n' "$(echo "$ours_noop * 1000" | bc -l)"
+printf 'no-op copy, rclone:        %.2f s\n' "$theirs_noop"
