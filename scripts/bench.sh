@@ -88,7 +88,7 @@ experiment=$(basename "$session")
 objects=$((particles + 3))
 
 # The pipeline: decollage is already complete in full1, so this times the upload alone.
-t0=$(now); "$bin" -d "$session" -o "$work/full1" --s3-bucket bench --s3-prefix ours >"$work/upload.txt"; t1=$(now)
+t0=$(now); /usr/bin/time -f "%U %S" -o "$work/ours-cpu.txt" "$bin" -d "$session" -o "$work/full1" --s3-bucket bench --s3-prefix ours >"$work/upload.txt"; t1=$(now)
 ours=$(echo "$t1 - $t0" | bc -l)
 export RCLONE_CONFIG_GARAGE_TYPE=s3 RCLONE_CONFIG_GARAGE_PROVIDER=Other RCLONE_CONFIG_GARAGE_ENV_AUTH=true \
   RCLONE_CONFIG_GARAGE_ENDPOINT="$AWS_ENDPOINT_URL" RCLONE_CONFIG_GARAGE_REGION=garage
@@ -102,13 +102,16 @@ done
 ours_noop=$(printf '%s\n' "${noops[@]}" | median)
 
 remote="garage:bench/rclone/$experiment"
-t0=$(now); rclone copy --transfers 32 "$work/full1/$experiment/vignettes" "$remote"; t1=$(now)
+t0=$(now); /usr/bin/time -f "%U %S" -o "$work/rclone-cpu.txt" env -u AWS_CA_BUNDLE rclone -q copy --transfers 32 "$work/full1/$experiment/vignettes" "$remote"; t1=$(now)
 theirs=$(echo "$t1 - $t0" | bc -l)
 t0=$(now); rclone copy --transfers 32 "$work/full1/$experiment/vignettes" "$remote"; t1=$(now)
 theirs_noop=$(echo "$t1 - $t0" | bc -l)
 
 printf 'upload, pipeline:          %.2f s, %d objects (%s in the bucket), %.0f objects/s\n' "$ours" "$objects" "$sent" "$(echo "$objects / $ours" | bc -l)"
 printf 'upload, rclone --transfers 32: %.2f s, %d objects, %.0f objects/s\n' "$theirs" "$particles" "$(echo "$particles / $theirs" | bc -l)"
+cpu() { awk '{printf "%.2f s (user %.2f + system %.2f)", $1 + $2, $1, $2}' "$1"; }
+printf 'upload CPU, pipeline:      %s\n' "$(cpu "$work/ours-cpu.txt")"
+printf 'upload CPU, rclone:        %s\n' "$(cpu "$work/rclone-cpu.txt")"
 printf 'rclone / pipeline:         %.2fx (per object)\n' "$(echo "($theirs / $particles) / ($ours / $objects)" | bc -l)"
 printf 'no-op rerun, pipeline:     %.1f ms (median of 5)\n' "$(echo "$ours_noop * 1000" | bc -l)"
 printf 'no-op copy, rclone:        %.2f s\n' "$theirs_noop"

@@ -7,17 +7,23 @@
 #   flowcam-pipeline --directory fixtures/19_10_Tank25_blanksremoved --s3-bucket flowcam-demo
 #
 # twice: the first run makes the vignettes and uploads them, the second finds everything
-# complete. Outputs go to ./output; the server is stopped at the end.
+# complete. Outputs go to ./output; the server is stopped at the end and keeps its data in
+# target/demo-garage for the next demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 cargo build --release --quiet --bin flowcam-pipeline
 bin=$root/target/release/flowcam-pipeline
 
+# The server keeps its data between demos, as the upload ledger in ./output remembers it.
 server=$root/target/demo-garage
-GARAGE_S3_PORT=${GARAGE_S3_PORT:-39200} GARAGE_BUCKET=flowcam-demo \
-  scripts/garage.sh start "$server" >/dev/null
-trap 'scripts/garage.sh stop "$server"' EXIT
+if [ -f "$server/env" ]; then
+  scripts/garage.sh restart "$server"
+else
+  GARAGE_S3_PORT=${GARAGE_S3_PORT:-39200} GARAGE_BUCKET=flowcam-demo \
+    scripts/garage.sh start "$server" >/dev/null
+fi
+trap '"$root/scripts/garage.sh" stop "$server"' EXIT
 
 # The .env a user would write (see .env.example), here pointing at the local server.
 work=$root/target/demo

@@ -115,7 +115,7 @@ FLOWCAM_TEST_BUCKET=$bucket
 GARAGE_DIR=$dir
 EOF
   chmod 600 "$dir/env"
-  echo "garage is up (pid $(cat "$dir/pid")); for the tests:" >&2
+  echo "garage is up (pid $(cat "$dir/pid")) on 127.0.0.1:$s3_port; endpoint and keys in $dir/env" >&2
   cat "$dir/env"
 }
 
