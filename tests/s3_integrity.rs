@@ -38,7 +38,9 @@ fn a_body_that_does_not_match_its_md5_is_rejected_and_not_stored() {
         UploadError::Object(message) => assert!(message.contains("damaged"), "{message}"),
         other => panic!("a damaged body fails only its object, got {other:?}"),
     }
-    destination.send(&[object("intact.tif", &sent, &sent)]).unwrap();
+    destination
+        .send(&[object("intact.tif", &sent, &sent)])
+        .unwrap();
 
     let listed = destination.list(&prefix).unwrap().unwrap();
     let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();

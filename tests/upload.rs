@@ -421,6 +421,25 @@ fn no_credentials_say_where_to_put_them() {
 }
 
 #[test]
+fn the_python_pipelines_endpoint_variable_is_read() {
+    let garage = Garage::shared();
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    let env = garage
+        .dotenv()
+        .replace("AWS_ENDPOINT_URL=", "AWS_URL_ENDPOINT=");
+    std::fs::write(work.dir.path().join(".env"), env).unwrap();
+    let prefix = unique_prefix("url-endpoint");
+    let output = work.run(&["--s3-bucket", garage.bucket(), "--s3-prefix", &prefix]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_all_delivered(
+        &garage,
+        garage.bucket(),
+        &format!("{prefix}/{FIXTURE}/"),
+        &work,
+    );
+}
+
+#[test]
 fn a_missing_bucket_is_named_and_create_bucket_creates_it() {
     let garage = Garage::shared();
     let work = Workplace::with_fixture(&garage, FIXTURE);

@@ -62,7 +62,15 @@ impl Ledger {
             .map_err(with_path)?;
         let mut text = Vec::new();
         file.read_to_end(&mut text).map_err(with_path)?;
-        let entries = parse(&text);
+        let (entries, records) = parse(&text);
+        // Files re-sent or touched append new lines for the same keys; keep the file about
+        // as long as what it knows.
+        if records > 2 * entries.len() + 1000 {
+            drop(file);
+            let mut current: Vec<(String, LedgerEntry)> = entries.into_iter().collect();
+            current.sort_by(|a, b| a.0.cmp(&b.0));
+            return Ledger::rewrite(path, destination, &current);
+        }
         if text.is_empty() {
             file.write_all(header(destination).as_bytes())
                 .map_err(with_path)?;
@@ -154,9 +162,11 @@ fn line(key: &str, entry: &LedgerEntry) -> String {
     format!("{}\t{}\t{}\t{key}\n", entry.md5, entry.size, entry.mtime_ns)
 }
 
-/// Every well-formed line; torn or foreign lines are skipped.
-fn parse(text: &[u8]) -> HashMap<String, LedgerEntry> {
+/// Every well-formed line (later lines win), and how many there were; torn or foreign lines
+/// are skipped.
+fn parse(text: &[u8]) -> (HashMap<String, LedgerEntry>, usize) {
     let mut entries = HashMap::new();
+    let mut records = 0;
     let text = String::from_utf8_lossy(text);
     let mut lines: Vec<&str> = text.split('\n').collect();
     // The text after the last newline is a torn line, never a record.
@@ -176,6 +186,7 @@ fn parse(text: &[u8]) -> HashMap<String, LedgerEntry> {
             continue;
         };
         if md5_ok && !key.is_empty() {
+            records += 1;
             entries.insert(
                 key.to_string(),
                 LedgerEntry {
@@ -186,7 +197,7 @@ fn parse(text: &[u8]) -> HashMap<String, LedgerEntry> {
             );
         }
     }
-    entries
+    (entries, records)
 }
 
 #[cfg(test)]
@@ -244,9 +255,26 @@ mod tests {
     #[test]
     fn malformed_lines_are_skipped() {
         let text = b"# header\nnot a record\nzz\t1\t1\tk\n0000000000000000000000000000000a\tx\t1\tk\n0000000000000000000000000000000A\t10\t5\tkey with spaces\n";
-        let entries = parse(text);
-        assert_eq!(entries.len(), 1);
+        let (entries, records) = parse(text);
+        assert_eq!((entries.len(), records), (1, 1));
         assert_eq!(entries["key with spaces"].md5, format!("{:032x}", 10));
+    }
+
+    #[test]
+    fn a_ledger_of_mostly_superseded_lines_is_compacted_on_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.tsv");
+        let ledger = Ledger::open(&path, "s3://b").unwrap();
+        for n in 0..1500 {
+            ledger
+                .record(&[("same", &entry(n)), ("other", &entry(1))])
+                .unwrap();
+        }
+        drop(ledger);
+        let ledger = Ledger::open(&path, "s3://b").unwrap();
+        assert_eq!(ledger.entries()["same"], entry(1499));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
     }
 
     #[test]
