@@ -2,16 +2,20 @@
 //! itself is done by [`crate::tasks`] through [`crate::engine`].
 
 use crate::TOOL_VERSION;
+use crate::config::Config;
 use crate::engine::{Freshness, LockError, Runner, TaskReport, WorkspaceLock, runner::Observer};
 use crate::flowcam::Collage;
+use crate::pass::{Outcome, PassOptions, SessionOutcome};
+use crate::progress::{Progress, ProgressMode};
 use crate::tasks::{DecollageOptions, Delivery, FlowCamPipeline, Session, UploadOptions};
 use crate::upload::{ApiSettings, DestinationConfig, S3Settings};
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -48,8 +52,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Show each task of a session: complete, stale (and why) or missing.
-    Status(TaskArgs),
+    /// Show each session (under a root, or one) and each task's state: complete, stale and
+    /// why, waiting, failed with the last error, not started; counts and the last run.
+    Status(Box<StatusArgs>),
+    /// Show the last run's log of a session (its folder, or its name under the output
+    /// folder).
+    Log(LogArgs),
     /// Remove a session's outputs (and only those).
     Clean(SessionArgs),
     /// Benchmark floor: decode every collage of a session and nothing else.
@@ -64,13 +72,19 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct SessionArgs {
-    /// The FlowCam session folder (read only; never written).
+    /// A FlowCam session folder (a folder with a .lst), or a root folder whose subfolders
+    /// are sessions. Read only; never written.
     /// (Optional in the type only so that subcommands can leave the top level's unset;
     /// clap still requires it.)
     #[arg(long, short = 'd', required = true)]
     pub directory: Option<PathBuf>,
     /// Where outputs go, one folder per session.
-    #[arg(long, short = 'o', default_value = "output")]
+    #[arg(
+        long,
+        short = 'o',
+        default_value = "output",
+        env = "FLOWCAM_OUTPUT_DIRECTORY"
+    )]
     pub output_directory: PathBuf,
     /// Names the session's output folder and prefixes vignette names [default: the session
     /// folder's name].
@@ -78,10 +92,15 @@ pub struct SessionArgs {
     pub experiment_name: Option<String>,
 }
 
+/// What the tasks do: shared by running and `status`, which must build the same graph.
 #[derive(Args, Debug)]
 pub struct TaskArgs {
-    #[command(flatten)]
-    pub session: SessionArgs,
+    /// The configuration file [default: ./flowcam-pipeline.toml when it exists].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Under a root, look for sessions at any depth, not only one level down.
+    #[arg(long)]
+    pub recursive: bool,
     /// Leave the particle's measurements out of the vignettes' ImageDescription.
     #[arg(long)]
     pub no_embed_measurements: bool,
@@ -93,24 +112,24 @@ pub struct TaskArgs {
 #[command(next_help_heading = "Upload")]
 pub struct UploadArgs {
     /// Upload the session to this bucket (with --api-url: the upload API's bucket_name).
-    #[arg(long, value_name = "BUCKET")]
+    #[arg(long, value_name = "BUCKET", env = "FLOWCAM_S3_BUCKET")]
     pub s3_bucket: Option<String>,
     /// S3 endpoint for JASMIN, Garage, MinIO... [default: AWS_ENDPOINT_URL, else
     /// AWS_URL_ENDPOINT, else AWS itself]. Implies path-style addressing.
     #[arg(long, value_name = "URL")]
     pub s3_endpoint: Option<String>,
     /// Object keys are <PREFIX>/<experiment>/<file>.
-    #[arg(long, value_name = "PREFIX")]
+    #[arg(long, value_name = "PREFIX", env = "FLOWCAM_S3_PREFIX")]
     pub s3_prefix: Option<String>,
     /// Deliver through the lab's upload API (POST <URL>/upload/) instead of S3 directly.
-    #[arg(long, value_name = "URL", requires = "s3_bucket")]
+    #[arg(long, value_name = "URL", env = "FLOWCAM_API_URL")]
     pub api_url: Option<String>,
     /// Files per upload API request.
-    #[arg(long, default_value_t = crate::upload::api::MAX_BATCH,
+    #[arg(long, default_value_t = crate::upload::api::MAX_BATCH, env = "FLOWCAM_API_BATCH_SIZE",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=crate::upload::api::MAX_BATCH as u64))]
     pub api_batch_size: usize,
     /// Requests in flight.
-    #[arg(long, default_value_t = 32,
+    #[arg(long, default_value_t = 32, env = "FLOWCAM_UPLOAD_CONCURRENCY",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub upload_concurrency: usize,
     /// Create the bucket if it does not exist.
@@ -123,6 +142,10 @@ pub struct UploadArgs {
     /// Make the vignettes but do not upload, even with --s3-bucket.
     #[arg(long)]
     pub no_upload: bool,
+    /// The configuration file's endpoint, used when neither --s3-endpoint nor the
+    /// environment gives one.
+    #[arg(skip)]
+    pub config_endpoint: Option<String>,
 }
 
 impl UploadArgs {
@@ -141,7 +164,8 @@ impl UploadArgs {
             }),
             None => {
                 let mut s3 = S3Settings::new(bucket);
-                s3.endpoint = S3Settings::endpoint_from(self.s3_endpoint.as_deref());
+                s3.endpoint = S3Settings::endpoint_from(self.s3_endpoint.as_deref())
+                    .or_else(|| self.config_endpoint.clone());
                 s3.concurrency = self.upload_concurrency;
                 s3.create_bucket = self.create_bucket;
                 DestinationConfig::S3(s3)
@@ -160,46 +184,177 @@ impl UploadArgs {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     #[command(flatten)]
+    pub session: SessionArgs,
+    #[command(flatten)]
     pub tasks: TaskArgs,
     /// Parallel workers for per-item work [default: one per core].
-    #[arg(long, short = 'j', default_value_t = 0)]
+    #[arg(long, short = 'j', default_value_t = 0, env = "FLOWCAM_WORKERS")]
     pub workers: usize,
     /// Rerun every task regardless of stamps.
     #[arg(long)]
     pub force: bool,
+    /// Sessions processed at once under a root.
+    #[arg(long, default_value_t = 2, env = "FLOWCAM_SESSIONS",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    pub sessions: usize,
+    /// A session whose files changed more recently than this is still arriving and waits
+    /// [default: 60 under a root, 0 for a session folder given directly].
+    #[arg(long, value_name = "SECONDS", env = "FLOWCAM_SETTLE_SECONDS")]
+    pub settle_seconds: Option<u64>,
+    /// Run this shell command when a session fails, with FLOWCAM_SESSION, FLOWCAM_ERROR,
+    /// FLOWCAM_ERRORS, FLOWCAM_SESSION_DIR and FLOWCAM_OUTPUT_DIR in its environment.
+    #[arg(long, value_name = "CMD", env = "FLOWCAM_ON_FAILURE")]
+    pub on_failure: Option<String>,
+    /// Progress display: bars on a terminal (auto), periodic lines for log files (plain).
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto, env = "FLOWCAM_PROGRESS")]
+    pub progress: ProgressMode,
+    #[command(flatten)]
+    pub logging: Verbosity,
+}
+
+/// How much to say, and in which form.
+#[derive(Args, Debug)]
+pub struct Verbosity {
+    /// Say more in the logs (-v: info, -vv: debug); RUST_LOG wins over it.
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors: no progress, no summary when nothing failed (for cron).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Log lines as text or as JSON objects (for log shippers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "FLOWCAM_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// A session folder or a root of session folders (or give it with -d).
+    #[arg(value_name = "ROOT|SESSION", required_unless_present = "directory")]
+    pub path: Option<PathBuf>,
+    /// The same as ROOT|SESSION.
+    #[arg(long, short = 'd', conflicts_with = "path")]
+    pub directory: Option<PathBuf>,
+    /// Where outputs go, one folder per session.
+    #[arg(
+        long,
+        short = 'o',
+        default_value = "output",
+        env = "FLOWCAM_OUTPUT_DIRECTORY"
+    )]
+    pub output_directory: PathBuf,
+    /// The experiment name the session was run with, if not its folder's name.
+    #[arg(long)]
+    pub experiment_name: Option<String>,
+    #[command(flatten)]
+    pub tasks: TaskArgs,
+    /// The same, as JSON, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogArgs {
+    /// The session's folder, or its name (experiment) under the output folder.
+    #[arg(value_name = "SESSION")]
+    pub session: PathBuf,
+    /// Where outputs go, one folder per session.
+    #[arg(
+        long,
+        short = 'o',
+        default_value = "output",
+        env = "FLOWCAM_OUTPUT_DIRECTORY"
+    )]
+    pub output_directory: PathBuf,
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // First, so that .env can set RUST_LOG as well as the AWS variables.
-    if let Err(e) = load_dotenv() {
+    // First, so that .env can set RUST_LOG, the AWS variables and FLOWCAM_* defaults.
+    let dotenv = load_dotenv();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Err(e) = dotenv {
         eprintln!("error: {e}");
         return ExitCode::from(exit::SETUP);
     }
-    init_logging();
-    ExitCode::from(match cli.command {
-        None => run(&cli.run.tasks, &cli.run),
-        Some(Command::Status(args)) => status(&args),
-        Some(Command::Clean(args)) => clean(&args),
-        Some(Command::DecodeOnly { directory, workers }) => decode_only(&directory, workers),
-    })
+    let code = match &mut cli.command {
+        None => match apply_config(&mut cli.run, &matches) {
+            Ok(level) => {
+                let v = &cli.run.logging;
+                init_logging(v.verbose, v.quiet, v.log_format, level.as_deref());
+                run(&cli.run)
+            }
+            Err(code) => code,
+        },
+        Some(Command::Status(args)) => {
+            init_logging(0, false, LogFormat::Text, None);
+            let sub = matches
+                .subcommand_matches("status")
+                .expect("status matches");
+            match load_config(&args.tasks) {
+                Ok(config) => {
+                    if let Some(config) = &config {
+                        merge_tasks(&mut args.tasks, sub, config);
+                        if !from_user(sub, "output_directory")
+                            && let Some(dir) = &config.output_directory
+                        {
+                            args.output_directory = dir.clone();
+                        }
+                    }
+                    status(args)
+                }
+                Err(code) => code,
+            }
+        }
+        Some(Command::Log(args)) => {
+            init_logging(0, false, LogFormat::Text, None);
+            show_log(args)
+        }
+        Some(Command::Clean(args)) => {
+            init_logging(0, false, LogFormat::Text, None);
+            clean(args)
+        }
+        Some(Command::DecodeOnly { directory, workers }) => decode_only(directory, *workers),
+    };
+    ExitCode::from(code)
 }
 
-fn init_logging() {
+/// Logs go to stderr: text (coloured on a terminal) or JSON objects. `RUST_LOG` wins over
+/// `-v`/`-q`, which win over the configuration file's `log-level`.
+fn init_logging(verbose: u8, quiet: bool, format: LogFormat, configured: Option<&str>) {
     use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose, configured) {
+        (true, _, _) => "error",
+        (false, 0, Some(level)) => level,
+        (false, 0, None) => "warn",
+        (false, 1, _) => "info",
+        (false, _, _) => "debug",
+    };
     // The AWS libraries warn about every credential source they try (instance metadata on
     // a lab PC...): our own error says what matters. Request signing never logs, at any level.
-    let quiet = "warn,aws_config=error,aws_smithy_runtime=error,aws_runtime=error";
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(quiet));
+    let default = format!("{level},aws_config=error,aws_smithy_runtime=error,aws_runtime=error");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let filter = match "aws_sigv4=off".parse() {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     };
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 /// Loads `.env` from the working folder (only there, not from parent folders) into the
@@ -222,6 +377,312 @@ fn load_dotenv() -> Result<(), String> {
 /// dotenvy's other errors name a variable; keep only that much.
 fn redact_dotenv_error(message: &str) -> String {
     message.split('=').next().unwrap_or_default().to_string()
+}
+
+/// The configuration file, if any: `--config PATH`, else `./flowcam-pipeline.toml`.
+fn load_config(args: &TaskArgs) -> Result<Option<Config>, u8> {
+    let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    match Config::discover(args.config.as_deref(), &here) {
+        Ok(found) => Ok(found.map(|(path, config)| {
+            tracing::debug!(config = %path.display(), "configuration file");
+            config
+        })),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(exit::SETUP)
+        }
+    }
+}
+
+/// Whether the user gave this option (on the command line or in the environment), which
+/// wins over the configuration file.
+fn from_user(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Fills every option the user did not give from the configuration file: CLI >
+/// environment > configuration file > built-in defaults. Returns the file's log level.
+fn apply_config(args: &mut RunArgs, matches: &ArgMatches) -> Result<Option<String>, u8> {
+    let Some(config) = load_config(&args.tasks)? else {
+        return Ok(None);
+    };
+    let m = matches;
+    merge_tasks(&mut args.tasks, m, &config);
+    if !from_user(m, "output_directory")
+        && let Some(v) = &config.output_directory
+    {
+        args.session.output_directory = v.clone();
+    }
+    if !from_user(m, "workers")
+        && let Some(v) = config.workers
+    {
+        args.workers = v;
+    }
+    if !from_user(m, "sessions")
+        && let Some(v) = config.sessions
+    {
+        args.sessions = v;
+    }
+    if !from_user(m, "settle_seconds") && config.settle_seconds.is_some() {
+        args.settle_seconds = config.settle_seconds;
+    }
+    if !from_user(m, "on_failure") && config.on_failure.is_some() {
+        args.on_failure = config.on_failure.clone();
+    }
+    if !from_user(m, "progress")
+        && let Some(v) = &config.progress
+        && let Ok(mode) = <ProgressMode as clap::ValueEnum>::from_str(v, true)
+    {
+        args.progress = mode;
+    }
+    if !from_user(m, "log_format")
+        && let Some(v) = &config.log_format
+        && let Ok(format) = <LogFormat as clap::ValueEnum>::from_str(v, true)
+    {
+        args.logging.log_format = format;
+    }
+    Ok(config.log_level.clone())
+}
+
+/// The options `status` shares with a run.
+fn merge_tasks(args: &mut TaskArgs, m: &ArgMatches, config: &Config) {
+    if !from_user(m, "recursive")
+        && let Some(v) = config.recursive
+    {
+        args.recursive = v;
+    }
+    if !from_user(m, "no_embed_measurements")
+        && let Some(v) = config.embed_measurements
+    {
+        args.no_embed_measurements = !v;
+    }
+    let u = &mut args.upload;
+    let text = |id: &str, cli: &mut Option<String>, value: &Option<String>| {
+        if !from_user(m, id) && value.is_some() {
+            *cli = value.clone();
+        }
+    };
+    text("s3_bucket", &mut u.s3_bucket, &config.s3_bucket);
+    text("s3_prefix", &mut u.s3_prefix, &config.s3_prefix);
+    text("api_url", &mut u.api_url, &config.api_url);
+    // The endpoint's environment variables (AWS_ENDPOINT_URL...) are read later and win
+    // over the file: see `config_endpoint`.
+    if !from_user(m, "s3_endpoint") {
+        u.config_endpoint = config.s3_endpoint.clone();
+    }
+    if !from_user(m, "api_batch_size")
+        && let Some(v) = config.api_batch_size
+    {
+        u.api_batch_size = v;
+    }
+    if !from_user(m, "upload_concurrency")
+        && let Some(v) = config.upload_concurrency
+    {
+        u.upload_concurrency = v;
+    }
+    if !from_user(m, "create_bucket")
+        && let Some(v) = config.create_bucket
+    {
+        u.create_bucket = v;
+    }
+    if !from_user(m, "no_upload")
+        && let Some(v) = config.upload
+    {
+        u.no_upload = !v;
+    }
+}
+
+fn options(args: &TaskArgs) -> DecollageOptions {
+    DecollageOptions {
+        embed_measurements: !args.no_embed_measurements,
+    }
+}
+
+/// Logs each task as it ends, and each failed item.
+struct LogObserver;
+
+impl Observer for LogObserver {
+    fn item_finished(&self, task: &str, item: &str, ok: bool) {
+        if !ok {
+            tracing::debug!(task, item, "item failed");
+        }
+    }
+
+    fn task_finished(&self, report: &TaskReport) {
+        tracing::info!(
+            task = %report.id,
+            state = ?report.state,
+            items_ran = report.items.ran,
+            items_skipped = report.items.skipped,
+            ms = report.duration_ms,
+            "task finished"
+        );
+        for e in &report.errors {
+            tracing::error!(task = %report.id, "{e}");
+        }
+    }
+}
+
+/// Several observers as one.
+struct Observers(Vec<Box<dyn Observer>>);
+
+impl Observer for Observers {
+    fn task_started(&self, task: &str, items: usize) {
+        self.0.iter().for_each(|o| o.task_started(task, items));
+    }
+    fn item_finished(&self, task: &str, item: &str, ok: bool) {
+        self.0.iter().for_each(|o| o.item_finished(task, item, ok));
+    }
+    fn task_finished(&self, report: &TaskReport) {
+        self.0.iter().for_each(|o| o.task_finished(report));
+    }
+}
+
+fn run(args: &RunArgs) -> u8 {
+    let directory = args
+        .session
+        .directory
+        .as_deref()
+        .expect("clap requires --directory");
+    let output_root = &args.session.output_directory;
+    let single = crate::ingest::is_session(directory);
+    let folders = if single || !directory.is_dir() {
+        // A missing folder is reported by the session's setup, naming it.
+        vec![directory.to_path_buf()]
+    } else {
+        match crate::ingest::find_sessions(directory, args.tasks.recursive, output_root) {
+            Ok(found) => found,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::SETUP;
+            }
+        }
+    };
+    let single = single || !directory.is_dir();
+    if !single && args.session.experiment_name.is_some() {
+        eprintln!(
+            "error: --experiment-name names one session, and {} holds several; give it with \
+             a session folder",
+            directory.display()
+        );
+        return exit::USAGE;
+    }
+    let options = PassOptions {
+        output_root: output_root.clone(),
+        experiment_name: args.session.experiment_name.clone(),
+        sessions: args.sessions,
+        settle: Duration::from_secs(args.settle_seconds.unwrap_or(if single { 0 } else { 60 })),
+        wait_for_collages: !single,
+        force: args.force,
+        skip_complete: !single,
+        decollage: options(&args.tasks),
+        delivery: args.tasks.upload.delivery(),
+        on_failure: args.on_failure.clone(),
+    };
+    let quiet = args.logging.quiet;
+    let progress = Progress::new(args.progress.resolve(quiet));
+    let runner = Runner::new(TOOL_VERSION, args.workers)
+        .force(args.force)
+        .observer(Box::new(Observers(vec![
+            Box::new(LogObserver),
+            Box::new(progress),
+        ])));
+    let outcomes = crate::pass::run(&folders, &options, &runner);
+    if single {
+        return single_outcome(&outcomes[0], quiet);
+    }
+    print_pass(directory, &outcomes, quiet);
+    if outcomes.iter().any(SessionOutcome::failed) {
+        exit::TASK_FAILED
+    } else {
+        exit::OK
+    }
+}
+
+/// What one session given directly prints, and its exit code.
+fn single_outcome(outcome: &SessionOutcome, quiet: bool) -> u8 {
+    let name = outcome.experiment.clone().unwrap_or_default();
+    match (&outcome.outcome, &outcome.report) {
+        (Outcome::Busy { holder }, _) => {
+            eprintln!(
+                "error: session {name} is being processed by another run ({holder}); this run \
+                 exits without touching it"
+            );
+            exit::LOCKED
+        }
+        (Outcome::Waiting { reason }, _) => {
+            if !quiet {
+                println!("waiting: session {name} is still arriving: {reason}");
+            }
+            exit::OK
+        }
+        (Outcome::Failed { errors }, None) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            exit::SETUP
+        }
+        (outcome, Some(report)) => {
+            let failed = matches!(outcome, Outcome::Failed { .. });
+            if failed || !quiet {
+                print!("{}", report.summary());
+            }
+            if failed { exit::TASK_FAILED } else { exit::OK }
+        }
+        (_, None) => exit::OK,
+    }
+}
+
+/// One line per session that is not simply complete, then the counts. With `--quiet`, only
+/// failures.
+fn print_pass(root: &Path, outcomes: &[SessionOutcome], quiet: bool) {
+    let mut counts = [0usize; 5];
+    for o in outcomes {
+        let name = o
+            .experiment
+            .clone()
+            .unwrap_or_else(|| o.folder.display().to_string());
+        let (index, line) = match &o.outcome {
+            Outcome::Complete => (0, None),
+            Outcome::Ran => (1, Some(format!("ran       {name}"))),
+            Outcome::Waiting { reason } => (2, Some(format!("waiting   {name}: {reason}"))),
+            Outcome::Busy { holder } => (3, Some(format!("busy      {name}: held by {holder}"))),
+            Outcome::Failed { errors } => {
+                let first = errors.first().map(String::as_str).unwrap_or("");
+                let more = match errors.len() {
+                    0 | 1 => String::new(),
+                    n => format!(" (and {} more; see its run-report.json)", n - 1),
+                };
+                (4, Some(format!("FAILED    {name}: {first}{more}")))
+            }
+        };
+        counts[index] += 1;
+        if let Some(line) = line
+            && (!quiet || index == 4)
+        {
+            println!("{line}");
+        }
+    }
+    if quiet {
+        return;
+    }
+    if outcomes.is_empty() {
+        println!("no sessions under {}", root.display());
+        return;
+    }
+    println!(
+        "{} sessions under {}: {} complete, {} ran, {} waiting, {} busy, {} failed",
+        outcomes.len(),
+        root.display(),
+        counts[0],
+        counts[1],
+        counts[2],
+        counts[3],
+        counts[4]
+    );
 }
 
 fn open_session(args: &SessionArgs) -> Result<Arc<Session>, u8> {
@@ -258,108 +719,292 @@ fn lock(session: &Session) -> Result<WorkspaceLock, u8> {
     })
 }
 
-fn options(args: &TaskArgs) -> DecollageOptions {
-    DecollageOptions {
-        embed_measurements: !args.no_embed_measurements,
-    }
+/// One task's state for `status`.
+#[derive(serde::Serialize)]
+struct TaskStatus {
+    task: String,
+    /// complete, stale, failed, not_started
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
-/// Logs each task as it ends.
-struct LogObserver;
-
-impl Observer for LogObserver {
-    fn task_finished(&self, report: &TaskReport) {
-        tracing::info!(
-            task = %report.id,
-            state = ?report.state,
-            items_ran = report.items.ran,
-            items_skipped = report.items.skipped,
-            ms = report.duration_ms,
-            "task finished"
-        );
-        for e in &report.errors {
-            tracing::error!(task = %report.id, "{e}");
-        }
-    }
+/// One session's line of `status`.
+#[derive(serde::Serialize)]
+struct SessionStatus {
+    folder: PathBuf,
+    experiment: Option<String>,
+    output: Option<PathBuf>,
+    /// complete, stale, waiting, failed, not_started, invalid
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    tasks: Vec<TaskStatus>,
+    particles: Option<u64>,
+    vignettes: Option<u64>,
+    uploaded: Option<u64>,
+    last_run: Option<String>,
+    last_failure: Option<LastFailure>,
 }
 
-fn run(args: &TaskArgs, run: &RunArgs) -> u8 {
-    let session = match open_session(&args.session) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let _lock = match lock(&session) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let root: crate::engine::TaskRef = Arc::new(FlowCamPipeline::new(
-        session.clone(),
-        options(args),
-        args.upload.delivery(),
-    ));
-    let runner = Runner::new(TOOL_VERSION, run.workers)
-        .force(run.force)
-        .observer(Box::new(LogObserver));
-    let report = match runner.run(&root) {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::TASK_FAILED;
-        }
-    };
-    let json = serde_json::to_vec_pretty(&report).expect("report serializes");
-    if let Err(e) = crate::engine::write_file(&session.run_report(), &json) {
-        eprintln!("warning: cannot write the run report: {e}");
-    }
-    print!("{}", report.summary());
-    if report.succeeded() {
-        exit::OK
+#[derive(serde::Serialize)]
+struct LastFailure {
+    at: String,
+    error: String,
+}
+
+fn status(args: &StatusArgs) -> u8 {
+    let directory = args
+        .path
+        .as_deref()
+        .or(args.directory.as_deref())
+        .expect("clap requires a folder");
+    let single = crate::ingest::is_session(directory) || !directory.is_dir();
+    let folders = if single {
+        vec![directory.to_path_buf()]
     } else {
-        exit::TASK_FAILED
-    }
-}
-
-fn status(args: &TaskArgs) -> u8 {
-    let session = match open_session(&args.session) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let root: crate::engine::TaskRef = Arc::new(FlowCamPipeline::new(
-        session.clone(),
-        options(args),
-        args.upload.delivery(),
-    ));
-    let states = match Runner::new(TOOL_VERSION, 1).status(&root) {
-        Ok(states) => states,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::TASK_FAILED;
+        match crate::ingest::find_sessions(directory, args.tasks.recursive, &args.output_directory)
+        {
+            Ok(found) => found,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::SETUP;
+            }
         }
     };
-    println!("session   {}", session.experiment);
-    println!("input     {}", session.input.display());
-    println!("output    {}", session.output.display());
-    match session.name.position {
-        Some(p) => println!(
-            "position  {:.4}, {:.4} on {}{}",
-            p.latitude,
-            p.longitude,
-            p.date,
-            p.depth_m
-                .map(|d| format!(", {d} m deep"))
-                .unwrap_or_default()
-        ),
-        None => println!("position  none in the folder name"),
+    if single && !directory.is_dir() {
+        eprintln!("error: session folder {}: not found", directory.display());
+        return exit::SETUP;
     }
-    for (task, state) in &states {
-        let text = match state {
-            Freshness::Complete => "complete".to_string(),
-            Freshness::Stale(why) => format!("stale: {why}"),
-            Freshness::Missing => "missing".to_string(),
-        };
-        println!("  {:<16} {text}", task.name());
+    let runner = Runner::new(TOOL_VERSION, 1);
+    let delivery = args.tasks.upload.delivery();
+    let experiment = if single {
+        args.experiment_name.as_deref()
+    } else {
+        None
+    };
+    let statuses: Vec<SessionStatus> = folders
+        .iter()
+        .map(|folder| {
+            session_status(
+                folder,
+                &args.output_directory,
+                experiment,
+                &args.tasks,
+                &delivery,
+                &runner,
+            )
+        })
+        .collect();
+    if args.json {
+        let json = serde_json::to_string_pretty(&statuses).expect("status serializes");
+        println!("{json}");
+        return exit::OK;
+    }
+    if single {
+        print_session_status(&statuses[0]);
+    } else {
+        print_status_table(&statuses);
     }
     exit::OK
+}
+
+fn session_status(
+    folder: &Path,
+    output_root: &Path,
+    experiment: Option<&str>,
+    tasks: &TaskArgs,
+    delivery: &Option<Delivery>,
+    runner: &Runner,
+) -> SessionStatus {
+    let mut status = SessionStatus {
+        folder: folder.to_path_buf(),
+        experiment: None,
+        output: None,
+        state: "invalid",
+        reason: None,
+        tasks: Vec::new(),
+        particles: None,
+        vignettes: None,
+        uploaded: None,
+        last_run: None,
+        last_failure: None,
+    };
+    let session = match Session::new(folder, output_root, experiment) {
+        Ok(session) => Arc::new(session),
+        Err(e) => {
+            status.reason = Some(e.to_string());
+            return status;
+        }
+    };
+    status.experiment = Some(session.experiment.clone());
+    status.output = Some(session.output.clone());
+    let out = &session.output;
+    let last_run = crate::history::last_run(out);
+    status.last_run = last_run.as_ref().map(|r| r.started_at.clone());
+    status.last_failure =
+        crate::history::last_failure(out).map(|(at, error)| LastFailure { at, error });
+    status.particles = std::fs::read(session.metadata_schema())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["particles"].as_u64());
+    status.vignettes = std::fs::read(session.manifest())
+        .ok()
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count().saturating_sub(1) as u64);
+    status.uploaded = crate::upload::ledger::largest_in(&session.uploads_dir());
+
+    let root: crate::engine::TaskRef = Arc::new(FlowCamPipeline::new(
+        session.clone(),
+        options(tasks),
+        delivery.clone(),
+    ));
+    let states = match runner.status(&root) {
+        Ok(states) => states,
+        Err(e) => {
+            status.reason = Some(e.to_string());
+            return status;
+        }
+    };
+    let failed_last = |name: &str| {
+        last_run.as_ref().and_then(|r| {
+            r.tasks
+                .iter()
+                .find(|t| t.name == name && t.state == crate::engine::TaskState::Failed)
+                .map(|t| t.errors.first().cloned().unwrap_or_default())
+        })
+    };
+    for (task, state) in states.iter().filter(|(t, _)| !t.outputs().is_empty()) {
+        let (state, reason) = match state {
+            Freshness::Complete => ("complete", None),
+            Freshness::Stale(why) => match failed_last(task.name()) {
+                Some(error) => ("failed", Some(error)),
+                None => ("stale", Some(why.clone())),
+            },
+            Freshness::Missing => match failed_last(task.name()) {
+                Some(error) => ("failed", Some(error)),
+                None => ("not_started", None),
+            },
+        };
+        status.tasks.push(TaskStatus {
+            task: task.name().to_string(),
+            state,
+            reason,
+        });
+    }
+    let first = |wanted: &str| status.tasks.iter().find(|t| t.state == wanted);
+    (status.state, status.reason) = if status.tasks.iter().all(|t| t.state == "complete") {
+        ("complete", None)
+    } else if let Some(t) = first("failed") {
+        ("failed", t.reason.clone())
+    } else if let crate::ingest::Readiness::Waiting(why) = crate::ingest::readiness(
+        folder,
+        Duration::from_secs(60),
+        std::time::SystemTime::now(),
+    ) {
+        ("waiting", Some(why))
+    } else if let Some(t) = first("stale") {
+        ("stale", t.reason.clone())
+    } else {
+        ("not_started", None)
+    };
+    status
+}
+
+fn print_session_status(status: &SessionStatus) {
+    println!("session   {}", status.experiment.as_deref().unwrap_or("?"));
+    println!("input     {}", status.folder.display());
+    if let Some(out) = &status.output {
+        println!("output    {}", out.display());
+    }
+    let state = match &status.reason {
+        Some(reason) => format!("{}: {reason}", status.state),
+        None => status.state.to_string(),
+    };
+    println!("state     {state}");
+    let count = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
+    println!(
+        "counts    {} particles, {} vignettes, {} uploaded",
+        count(status.particles),
+        count(status.vignettes),
+        count(status.uploaded)
+    );
+    println!(
+        "last run  {}",
+        status.last_run.as_deref().unwrap_or("never")
+    );
+    if let Some(f) = &status.last_failure {
+        println!("last failure {}: {}", f.at, f.error);
+    }
+    for task in &status.tasks {
+        let text = match (&task.reason, task.state) {
+            (Some(why), "stale") => format!("stale: {why}"),
+            (Some(why), "failed") => format!("failed: {why}"),
+            (_, "not_started") => "missing".to_string(),
+            (_, state) => state.to_string(),
+        };
+        println!("  {:<16} {text}", task.task);
+    }
+}
+
+fn print_status_table(statuses: &[SessionStatus]) {
+    let count = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
+    let width = statuses
+        .iter()
+        .map(|s| s.experiment.as_deref().map_or(0, str::len))
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    println!(
+        "{:<width$}  {:<11}  {:>9}  {:>9}  {:>8}  {:<25}  note",
+        "SESSION", "STATE", "PARTICLES", "VIGNETTES", "UPLOADED", "LAST RUN"
+    );
+    for s in statuses {
+        let name = s
+            .experiment
+            .clone()
+            .unwrap_or_else(|| s.folder.display().to_string());
+        let note = match (&s.reason, &s.last_failure) {
+            (Some(reason), _) => reason.clone(),
+            (None, Some(f)) => format!("last failed {}: {}", f.at, f.error),
+            (None, None) => String::new(),
+        };
+        println!(
+            "{name:<width$}  {:<11}  {:>9}  {:>9}  {:>8}  {:<25}  {note}",
+            s.state,
+            count(s.particles),
+            count(s.vignettes),
+            count(s.uploaded),
+            s.last_run.as_deref().unwrap_or("never"),
+        );
+    }
+}
+
+/// `log SESSION`: the last run's section of the session's `pipeline.log`.
+fn show_log(args: &LogArgs) -> u8 {
+    let out = if args.session.is_dir() && crate::ingest::is_session(&args.session) {
+        match Session::new(&args.session, &args.output_directory, None) {
+            Ok(session) => session.output,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::SETUP;
+            }
+        }
+    } else {
+        args.output_directory.join(&args.session)
+    };
+    match crate::history::last_log(&out) {
+        Some(text) => {
+            print!("{text}");
+            exit::OK
+        }
+        None => {
+            eprintln!(
+                "error: no run log at {}",
+                crate::history::log_path(&out).display()
+            );
+            exit::SETUP
+        }
+    }
 }
 
 fn clean(args: &SessionArgs) -> u8 {

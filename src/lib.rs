@@ -7,8 +7,13 @@
 //! - [`upload`]: destinations (S3, the upload API) and the upload ledger, free of FlowCam.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod flowcam;
+pub mod history;
+pub mod ingest;
+pub mod pass;
+pub mod progress;
 pub mod synthetic;
 pub mod tasks;
 pub mod upload;

@@ -1,9 +1,9 @@
 //! What happened in a run: for people (a Luigi-style summary) and for machines (JSON).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Targets existed and the stamp matched: nothing done.
@@ -14,7 +14,7 @@ pub enum TaskState {
     Blocked,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ItemCounts {
     pub total: usize,
     /// Already done by an earlier run (per-item resume).
@@ -22,10 +22,11 @@ pub struct ItemCounts {
     pub ran: usize,
     pub failed: usize,
     /// Not attempted because an item stopped the task (see `engine::StopTask`).
+    #[serde(default)]
     pub not_attempted: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskReport {
     pub id: String,
     pub name: String,
@@ -38,7 +39,7 @@ pub struct TaskReport {
     pub duration_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     pub tool_version: String,
     pub started_at: String,

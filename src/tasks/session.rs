@@ -103,6 +103,8 @@ impl Session {
             self.vignettes_dir(),
             self.manifest(),
             self.run_report(),
+            self.output.join("runs"),
+            self.output.join("pipeline.log"),
             self.uploads_dir(),
             self.state_dir(),
         ]

@@ -154,6 +154,17 @@ impl Drop for Ledger {
     }
 }
 
+/// The number of objects the fullest ledger in `dir` records, read only (for `status`).
+pub fn largest_in(dir: &Path) -> Option<u64> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "tsv"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .map(|text| parse(&text).0.len() as u64)
+        .max()
+}
+
 fn header(destination: &str) -> String {
     format!("# flowcam-pipeline upload ledger for {destination}\n")
 }

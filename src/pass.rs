@@ -1,0 +1,241 @@
+//! One pass over some session folders, as cron runs it: each session is found complete
+//! (in a few `stat` calls), waiting (still being copied), busy (another run holds it), run,
+//! or failed; up to `sessions` at once, and one failing never stops the others.
+
+use crate::engine::stamp::Freshness;
+use crate::engine::{LockError, RunReport, Runner, TaskRef, WorkspaceLock};
+use crate::history;
+use crate::ingest::{Readiness, readiness};
+use crate::tasks::{DecollageOptions, Delivery, FlowCamPipeline, Session};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, Clone)]
+pub struct PassOptions {
+    pub output_root: PathBuf,
+    /// Only for a pass over one session.
+    pub experiment_name: Option<String>,
+    /// Sessions processed at once.
+    pub sessions: usize,
+    /// A session whose files changed more recently than this waits.
+    pub settle: Duration,
+    /// Also wait while the `.lst` names collage pages that are not there yet (an ingest
+    /// pass); off for a session given directly, where a missing page is an error to report.
+    pub wait_for_collages: bool,
+    pub force: bool,
+    /// Skip sessions whose stamps say complete without running them, writing nothing
+    /// (a pass over a root); else run the engine anyway, which writes a run report.
+    pub skip_complete: bool,
+    pub decollage: DecollageOptions,
+    pub delivery: Option<Delivery>,
+    /// A shell command run when a session fails, with the session and error in its
+    /// environment (see [`notify_failure`]).
+    pub on_failure: Option<String>,
+}
+
+/// What became of one session in this pass.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Everything was already complete: nothing done.
+    Complete,
+    /// Work was done and everything is complete now.
+    Ran,
+    Failed {
+        errors: Vec<String>,
+    },
+    /// Still arriving; processed by a later pass.
+    Waiting {
+        reason: String,
+    },
+    /// Another run holds the session's lock.
+    Busy {
+        holder: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionOutcome {
+    pub folder: PathBuf,
+    pub experiment: Option<String>,
+    pub outcome: Outcome,
+    #[serde(skip)]
+    pub report: Option<RunReport>,
+}
+
+impl SessionOutcome {
+    pub fn failed(&self) -> bool {
+        matches!(self.outcome, Outcome::Failed { .. })
+    }
+}
+
+/// The pipeline's root task for a session with these options.
+pub fn pipeline(session: &Arc<Session>, options: &PassOptions) -> TaskRef {
+    Arc::new(FlowCamPipeline::new(
+        session.clone(),
+        options.decollage,
+        options.delivery.clone(),
+    ))
+}
+
+/// Processes every folder, `options.sessions` at a time; outcomes in the folders' order.
+pub fn run(folders: &[PathBuf], options: &PassOptions, runner: &Runner) -> Vec<SessionOutcome> {
+    let next = AtomicUsize::new(0);
+    let mut outcomes: Vec<Option<SessionOutcome>> = vec![None; folders.len()];
+    let slots: Vec<std::sync::Mutex<&mut Option<SessionOutcome>>> =
+        outcomes.iter_mut().map(std::sync::Mutex::new).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..options.sessions.clamp(1, folders.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(folder) = folders.get(i) else { break };
+                    let outcome = run_session(folder, options, runner);
+                    **slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+                }
+            });
+        }
+    });
+    drop(slots);
+    outcomes.into_iter().flatten().collect()
+}
+
+/// One session: complete, waiting, busy, or run (with its report kept and, on failure, the
+/// failure command run).
+pub fn run_session(folder: &Path, options: &PassOptions, runner: &Runner) -> SessionOutcome {
+    let _span = tracing::info_span!("session", session = %folder.display()).entered();
+    let mut result = SessionOutcome {
+        folder: folder.to_path_buf(),
+        experiment: None,
+        outcome: Outcome::Complete,
+        report: None,
+    };
+    let session = match Session::new(
+        folder,
+        &options.output_root,
+        options.experiment_name.as_deref(),
+    ) {
+        Ok(session) => Arc::new(session),
+        Err(e) => {
+            result.outcome = Outcome::Failed {
+                errors: vec![e.to_string()],
+            };
+            notify_failure(options, &result, None);
+            return result;
+        }
+    };
+    result.experiment = Some(session.experiment.clone());
+    let root = pipeline(&session, options);
+    let verify = options
+        .delivery
+        .as_ref()
+        .is_some_and(|d| d.options.verify_remote);
+    if options.skip_complete && !options.force && !verify && is_complete(runner, &root) {
+        return result;
+    }
+    let ready = if options.wait_for_collages {
+        readiness(folder, options.settle, SystemTime::now())
+    } else {
+        crate::ingest::settled(folder, options.settle, SystemTime::now())
+    };
+    if let Readiness::Waiting(reason) = ready {
+        tracing::info!(session = %session.experiment, "waiting: {reason}");
+        result.outcome = Outcome::Waiting { reason };
+        return result;
+    }
+    let _lock = match WorkspaceLock::acquire(&session.output) {
+        Ok(lock) => lock,
+        Err(LockError::Held { holder, .. }) => {
+            result.outcome = Outcome::Busy { holder };
+            return result;
+        }
+        Err(e) => {
+            result.outcome = Outcome::Failed {
+                errors: vec![e.to_string()],
+            };
+            notify_failure(options, &result, Some(&session));
+            return result;
+        }
+    };
+    let report = match runner.run(&root) {
+        Ok(report) => report,
+        Err(e) => {
+            result.outcome = Outcome::Failed {
+                errors: vec![e.to_string()],
+            };
+            return result;
+        }
+    };
+    if let Err(e) = history::record(&session.output, &report) {
+        tracing::warn!(session = %session.experiment, "cannot keep the run report: {e}");
+    }
+    result.outcome = if report.succeeded() {
+        if report.did_work() {
+            Outcome::Ran
+        } else {
+            Outcome::Complete
+        }
+    } else {
+        Outcome::Failed {
+            errors: report
+                .tasks
+                .iter()
+                .flat_map(|t| t.errors.iter().map(move |e| format!("{}: {e}", t.id)))
+                .collect(),
+        }
+    };
+    result.report = Some(report);
+    if result.failed() {
+        notify_failure(options, &result, Some(&session));
+    }
+    result
+}
+
+fn is_complete(runner: &Runner, root: &TaskRef) -> bool {
+    runner
+        .status(root)
+        .is_ok_and(|states| states.iter().all(|(_, s)| *s == Freshness::Complete))
+}
+
+/// Runs `--on-failure` through `sh -c` with, in its environment: `FLOWCAM_SESSION` (the
+/// experiment name, or the folder name when the session could not be set up),
+/// `FLOWCAM_SESSION_DIR`, `FLOWCAM_OUTPUT_DIR`, `FLOWCAM_ERROR` (the first error) and
+/// `FLOWCAM_ERRORS` (all of them, one per line). Its own failure is logged, never fatal.
+pub fn notify_failure(options: &PassOptions, outcome: &SessionOutcome, session: Option<&Session>) {
+    let Some(command) = &options.on_failure else {
+        return;
+    };
+    let Outcome::Failed { errors } = &outcome.outcome else {
+        return;
+    };
+    let name = outcome.experiment.clone().unwrap_or_else(|| {
+        outcome
+            .folder
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let output_dir = session
+        .map(|s| s.output.display().to_string())
+        .unwrap_or_default();
+    let status = std::process::Command::new("sh")
+        .args(["-c", command])
+        .env("FLOWCAM_SESSION", &name)
+        .env("FLOWCAM_SESSION_DIR", &outcome.folder)
+        .env("FLOWCAM_OUTPUT_DIR", output_dir)
+        .env(
+            "FLOWCAM_ERROR",
+            errors.first().map(String::as_str).unwrap_or(""),
+        )
+        .env("FLOWCAM_ERRORS", errors.join("\n"))
+        .stdin(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => tracing::warn!(session = %name, "--on-failure command exited with {s}"),
+        Err(e) => tracing::warn!(session = %name, "--on-failure command could not start: {e}"),
+    }
+}
