@@ -10,6 +10,9 @@
 # 9 and on 36 pages, to show memory does not grow with the number of collages. Each run
 # writes to a new folder.
 #
+# Then cron passes over a root: 200 sessions already complete (median of 5 passes), and 20
+# new sessions of 1,000 particles (wall time, sessions per second, CPU utilisation).
+#
 # Then the upload stage, against a fresh local Garage (scripts/garage.sh, on port 39100):
 # the session's vignettes and tables uploaded by the pipeline (objects per second), a no-op
 # rerun, and the same vignettes copied by `rclone copy --transfers 32` (Debian package
@@ -72,6 +75,22 @@ for pages in 9 36; do
   run "$work/synth-out$pages" -d "$dir"
   printf 'synthetic, 9000 particles on %2d pages: %.3f s, peak RSS %d MB\n' "$pages" "$wall" $((rss / 1024))
 done
+
+# ---- cron passes over a root ---------------------------------------------------------
+# Sessions are written just now, so --settle-seconds 0 (the default 60 would make them wait).
+target/release/examples/make_session --out "$work/root200" --particles 20 --pages 1 --prefix done --count 200 >/dev/null
+"$bin" -d "$work/root200" -o "$work/root200-out" --no-upload --settle-seconds 0 -q
+passes=(); for i in 1 2 3 4 5; do
+  t0=$(now); "$bin" -d "$work/root200" -o "$work/root200-out" --no-upload -q; t1=$(now)
+  passes+=("$(echo "$t1 - $t0" | bc -l)")
+done
+pass=$(printf '%s\n' "${passes[@]}" | median)
+printf 'cron pass, 200 complete sessions (median of 5): %.0f ms\n' "$(echo "$pass * 1000" | bc -l)"
+target/release/examples/make_session --out "$work/root20" --particles 1000 --pages 2 --prefix new --count 20 >/dev/null
+/usr/bin/time -f "%e %U %S" -o "$work/pass-cpu.txt" "$bin" -d "$work/root20" -o "$work/root20-out" --no-upload --settle-seconds 0 -q
+read -r pwall puser psys <"$work/pass-cpu.txt"
+printf 'cron pass, 20 new sessions of 1000 particles: %.2f s, %.1f sessions/s, CPU %.0f%% of %d cores (user %.2f s, system %.2f s)\n' \
+  "$pwall" "$(echo "20 / $pwall" | bc -l)" "$(echo "($puser + $psys) * 100 / ($pwall * $(nproc))" | bc -l)" "$(nproc)" "$puser" "$psys"
 
 # ---- upload stage -------------------------------------------------------------------
 if ! command -v rclone >/dev/null; then

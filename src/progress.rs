@@ -23,7 +23,7 @@
 
 use crate::engine::report::{TaskReport, TaskState};
 use crate::engine::runner::Observer;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -166,10 +166,17 @@ impl Progress {
 
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "{msg} [{wide_bar}] {human_pos}/{human_len} items ({percent}%) {per_sec:.1} ETA {eta}",
+        "{msg} [{wide_bar}] {human_pos}/{human_len} items ({percent}%) {rate} ETA {eta}",
     )
     .expect("valid progress template")
     .progress_chars("=> ")
+    // indicatif's own `{per_sec}` prints four decimals.
+    .with_key(
+        "rate",
+        |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.1}/s", state.per_sec());
+        },
+    )
 }
 
 impl Observer for Progress {
