@@ -251,6 +251,10 @@ pub struct StatusArgs {
     /// The experiment name the session was run with, if not its folder's name.
     #[arg(long)]
     pub experiment_name: Option<String>,
+    /// As for a run: how long a session's files must be unchanged before it is ready
+    /// [default: 60 under a root, 0 for a session folder].
+    #[arg(long, value_name = "SECONDS", env = "FLOWCAM_SETTLE_SECONDS")]
+    pub settle_seconds: Option<u64>,
     #[command(flatten)]
     pub tasks: TaskArgs,
     /// The same, as JSON, for scripts.
@@ -308,6 +312,9 @@ pub fn main() -> ExitCode {
                         {
                             args.output_directory = dir.clone();
                         }
+                        if !from_user(sub, "settle_seconds") && config.settle_seconds.is_some() {
+                            args.settle_seconds = config.settle_seconds;
+                        }
                     }
                     status(args)
                 }
@@ -316,11 +323,19 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Log(args)) => {
             init_logging(0, false, LogFormat::Text, None);
-            show_log(args)
+            let sub = matches.subcommand_matches("log").expect("log matches");
+            match config_output_directory(sub, &mut args.output_directory) {
+                Ok(()) => show_log(args),
+                Err(code) => code,
+            }
         }
         Some(Command::Clean(args)) => {
             init_logging(0, false, LogFormat::Text, None);
-            clean(args)
+            let sub = matches.subcommand_matches("clean").expect("clean matches");
+            match config_output_directory(sub, &mut args.output_directory) {
+                Ok(()) => clean(args),
+                Err(code) => code,
+            }
         }
         Some(Command::DecodeOnly { directory, workers }) => decode_only(directory, *workers),
     };
@@ -387,6 +402,27 @@ fn load_config(args: &TaskArgs) -> Result<Option<Config>, u8> {
             tracing::debug!(config = %path.display(), "configuration file");
             config
         })),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(exit::SETUP)
+        }
+    }
+}
+
+/// For `log` and `clean`: the configuration file's output folder, unless the user gave one.
+fn config_output_directory(matches: &ArgMatches, directory: &mut PathBuf) -> Result<(), u8> {
+    if from_user(matches, "output_directory") {
+        return Ok(());
+    }
+    let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    match Config::discover(None, &here) {
+        Ok(Some((_, config))) => {
+            if let Some(dir) = config.output_directory {
+                *directory = dir;
+            }
+            Ok(())
+        }
+        Ok(None) => Ok(()),
         Err(e) => {
             eprintln!("error: {e}");
             Err(exit::SETUP)
@@ -783,6 +819,7 @@ fn status(args: &StatusArgs) -> u8 {
     } else {
         None
     };
+    let settle = Duration::from_secs(args.settle_seconds.unwrap_or(if single { 0 } else { 60 }));
     let statuses: Vec<SessionStatus> = folders
         .iter()
         .map(|folder| {
@@ -793,6 +830,7 @@ fn status(args: &StatusArgs) -> u8 {
                 &args.tasks,
                 &delivery,
                 &runner,
+                settle,
             )
         })
         .collect();
@@ -816,6 +854,7 @@ fn session_status(
     tasks: &TaskArgs,
     delivery: &Option<Delivery>,
     runner: &Runner,
+    settle: Duration,
 ) -> SessionStatus {
     let mut status = SessionStatus {
         folder: folder.to_path_buf(),
@@ -896,11 +935,9 @@ fn session_status(
         ("complete", None)
     } else if let Some(t) = first("failed") {
         ("failed", t.reason.clone())
-    } else if let crate::ingest::Readiness::Waiting(why) = crate::ingest::readiness(
-        folder,
-        Duration::from_secs(60),
-        std::time::SystemTime::now(),
-    ) {
+    } else if let crate::ingest::Readiness::Waiting(why) =
+        crate::ingest::readiness(folder, settle, std::time::SystemTime::now())
+    {
         ("waiting", Some(why))
     } else if let Some(t) = first("stale") {
         ("stale", t.reason.clone())
@@ -908,6 +945,13 @@ fn session_status(
         ("not_started", None)
     };
     status
+}
+
+/// `2026-11-22 10:04:05` from an RFC 3339 time, for tables.
+fn short_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| rfc3339.to_string())
 }
 
 fn print_session_status(status: &SessionStatus) {
@@ -930,7 +974,7 @@ fn print_session_status(status: &SessionStatus) {
     );
     println!(
         "last run  {}",
-        status.last_run.as_deref().unwrap_or("never")
+        status.last_run.as_deref().map_or("never".to_string(), short_time)
     );
     if let Some(f) = &status.last_failure {
         println!("last failure {}: {}", f.at, f.error);
@@ -955,7 +999,7 @@ fn print_status_table(statuses: &[SessionStatus]) {
         .unwrap_or(7)
         .max(7);
     println!(
-        "{:<width$}  {:<11}  {:>9}  {:>9}  {:>8}  {:<25}  note",
+        "{:<width$}  {:<11}  {:>9}  {:>9}  {:>8}  {:<19}  note",
         "SESSION", "STATE", "PARTICLES", "VIGNETTES", "UPLOADED", "LAST RUN"
     );
     for s in statuses {
@@ -969,12 +1013,12 @@ fn print_status_table(statuses: &[SessionStatus]) {
             (None, None) => String::new(),
         };
         println!(
-            "{name:<width$}  {:<11}  {:>9}  {:>9}  {:>8}  {:<25}  {note}",
+            "{name:<width$}  {:<11}  {:>9}  {:>9}  {:>8}  {:<19}  {note}",
             s.state,
             count(s.particles),
             count(s.vignettes),
             count(s.uploaded),
-            s.last_run.as_deref().unwrap_or("never"),
+            s.last_run.as_deref().map_or("never".to_string(), short_time),
         );
     }
 }

@@ -8,6 +8,7 @@ use crate::history;
 use crate::ingest::{Readiness, readiness};
 use crate::tasks::{DecollageOptions, Delivery, FlowCamPipeline, Session};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -82,7 +83,10 @@ pub fn pipeline(session: &Arc<Session>, options: &PassOptions) -> TaskRef {
 }
 
 /// Processes every folder, `options.sessions` at a time; outcomes in the folders' order.
+/// Folders that would share an output folder (same name at different depths) are not run:
+/// they would overwrite each other's outputs and objects.
 pub fn run(folders: &[PathBuf], options: &PassOptions, runner: &Runner) -> Vec<SessionOutcome> {
+    let clashes = name_clashes(folders, options);
     let next = AtomicUsize::new(0);
     let mut outcomes: Vec<Option<SessionOutcome>> = vec![None; folders.len()];
     let slots: Vec<std::sync::Mutex<&mut Option<SessionOutcome>>> =
@@ -93,7 +97,10 @@ pub fn run(folders: &[PathBuf], options: &PassOptions, runner: &Runner) -> Vec<S
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(folder) = folders.get(i) else { break };
-                    let outcome = run_session(folder, options, runner);
+                    let outcome = match clashes.get(&i) {
+                        Some(other) => clash(folder, other, options),
+                        None => run_session(folder, options, runner),
+                    };
                     **slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
                 }
             });
@@ -101,6 +108,52 @@ pub fn run(folders: &[PathBuf], options: &PassOptions, runner: &Runner) -> Vec<S
     });
     drop(slots);
     outcomes.into_iter().flatten().collect()
+}
+
+fn folder_name(folder: &Path) -> String {
+    folder
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Index -> another folder of the same name, for every folder whose name is not unique
+/// (a pass with an explicit experiment name has one folder).
+fn name_clashes(folders: &[PathBuf], options: &PassOptions) -> HashMap<usize, PathBuf> {
+    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+    if options.experiment_name.is_none() {
+        for (i, folder) in folders.iter().enumerate() {
+            by_name.entry(folder_name(folder)).or_default().push(i);
+        }
+    }
+    let mut clashes = HashMap::new();
+    for indices in by_name.values().filter(|v| v.len() > 1) {
+        for &i in indices {
+            let other = indices.iter().find(|&&j| j != i).expect("two or more");
+            clashes.insert(i, folders[*other].clone());
+        }
+    }
+    clashes
+}
+
+/// The failure of a session whose name another session under the root has too.
+fn clash(folder: &Path, other: &Path, options: &PassOptions) -> SessionOutcome {
+    let result = SessionOutcome {
+        folder: folder.to_path_buf(),
+        experiment: None,
+        outcome: Outcome::Failed {
+            errors: vec![format!(
+                "{} and {} have the same name and would share the output folder {}; rename one \
+                 of them",
+                folder.display(),
+                other.display(),
+                options.output_root.join(folder_name(folder)).display()
+            )],
+        },
+        report: None,
+    };
+    notify_failure(options, &result, None);
+    result
 }
 
 /// One session: complete, waiting, busy, or run (with its report kept and, on failure, the
@@ -166,6 +219,7 @@ pub fn run_session(folder: &Path, options: &PassOptions, runner: &Runner) -> Ses
             result.outcome = Outcome::Failed {
                 errors: vec![e.to_string()],
             };
+            notify_failure(options, &result, Some(&session));
             return result;
         }
     };

@@ -2,6 +2,7 @@
 //! logic: ReadMetadata -> DecollageImages -> UploadToS3, wrapped by FlowCamPipeline.
 
 mod decollage;
+pub mod ecotaxa;
 mod read_metadata;
 mod session;
 mod upload;

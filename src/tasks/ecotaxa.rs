@@ -1,0 +1,741 @@
+//! ExportEcoTaxa: the session's vignettes as PNGs plus an `ecotaxa_<experiment>.tsv`, zipped
+//! together, ready for EcoTaxa's import.
+//!
+//! One work item per collage page, as in DecollageImages: each of the page's TIFF vignettes
+//! is decoded and re-encoded as a PNG of the same pixel format, carrying the same EXIF (the
+//! session's position, the particle's capture time, and the TIFF's own ImageDescription,
+//! read back so the two never differ) in an `eXIf` chunk built with `little_exif`. `finish`
+//! writes the TSV (EcoTaxa's header row, then its `[t]`/`[f]` type row, then one row per
+//! particle in manifest order) and the zip holding the TSV at its root and every PNG at the
+//! path the TSV's `img_file_name` gives.
+//!
+//! Layout, all under the session's output folder:
+//!
+//! ```text
+//! ecotaxa/images/<experiment>_<id>.png
+//! ecotaxa/ecotaxa_<experiment>.tsv
+//! ecotaxa_<experiment>.zip
+//! ```
+
+use crate::engine::{Digest, Item, Parameters, Plan, Staging, Task, TaskRef};
+use crate::flowcam::SamplePosition;
+use crate::flowcam::lst::{Field, check_plain_file_name, parse_timestamp};
+use crate::tasks::Session;
+use crate::tasks::read_metadata::Schema;
+use anyhow::{Context, bail};
+use little_exif::exif_tag::ExifTag;
+use little_exif::metadata::Metadata;
+use little_exif::rational::uR64;
+use std::collections::{HashMap, HashSet};
+use std::io::{Cursor, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The columns every row starts with, and their EcoTaxa types; the session's numeric
+/// measurements follow as `object_<name>` `[f]` columns.
+pub const FIXED_COLUMNS: [(&str, &str); 11] = [
+    ("img_file_name", "[t]"),
+    ("object_id", "[t]"),
+    ("object_lat", "[f]"),
+    ("object_lon", "[f]"),
+    ("object_date", "[t]"),
+    ("object_time", "[t]"),
+    ("object_depth_min", "[f]"),
+    ("object_depth_max", "[f]"),
+    ("sample_id", "[t]"),
+    ("acq_id", "[t]"),
+    ("acq_instrument", "[t]"),
+];
+
+/// `acq_instrument`, as EcoTaxa names the instrument.
+pub const INSTRUMENT: &str = "FlowCam";
+
+/// The folder of `img_file_name` paths, inside `ecotaxa/` and inside the zip.
+const IMAGES: &str = "images";
+
+pub struct ExportEcoTaxa {
+    session: Arc<Session>,
+    decollage: TaskRef,
+}
+
+impl ExportEcoTaxa {
+    /// `decollage` is the session's DecollageImages task: its manifest and TIFF vignettes
+    /// are what this task reads.
+    pub fn new(session: Arc<Session>, decollage: TaskRef) -> ExportEcoTaxa {
+        ExportEcoTaxa { session, decollage }
+    }
+
+    /// `<session output>/ecotaxa/`: the PNGs and the TSV.
+    pub fn dir(&self) -> PathBuf {
+        Self::dir_of(&self.session)
+    }
+
+    /// `<session output>/ecotaxa/images/`.
+    pub fn images_dir(&self) -> PathBuf {
+        self.dir().join(IMAGES)
+    }
+
+    /// `<session output>/ecotaxa/ecotaxa_<experiment>.tsv`.
+    pub fn tsv(&self) -> PathBuf {
+        self.dir().join(self.tsv_name())
+    }
+
+    /// `<session output>/ecotaxa_<experiment>.zip`: what is uploaded to EcoTaxa.
+    pub fn zip(&self) -> PathBuf {
+        Self::zip_of(&self.session)
+    }
+
+    /// `<experiment>_<particle id>.png`.
+    pub fn image_name(&self, particle_id: &str) -> String {
+        format!("{}_{particle_id}.png", self.session.experiment)
+    }
+
+    /// The top-level entries of a session's output folder this task writes (for `clean`).
+    pub fn owned_outputs(session: &Session) -> Vec<PathBuf> {
+        vec![Self::dir_of(session), Self::zip_of(session)]
+    }
+
+    fn dir_of(session: &Session) -> PathBuf {
+        session.output.join("ecotaxa")
+    }
+
+    fn zip_of(session: &Session) -> PathBuf {
+        session
+            .output
+            .join(format!("ecotaxa_{}.zip", session.experiment))
+    }
+
+    fn tsv_name(&self) -> String {
+        format!("ecotaxa_{}.tsv", self.session.experiment)
+    }
+}
+
+impl Task for ExportEcoTaxa {
+    fn name(&self) -> &'static str {
+        "ExportEcoTaxa"
+    }
+
+    fn id(&self) -> String {
+        format!("ExportEcoTaxa({})", self.session.experiment)
+    }
+
+    fn parameters(&self) -> Parameters {
+        Parameters::from([
+            (
+                "session".to_string(),
+                self.session.input.display().to_string(),
+            ),
+            ("experiment".to_string(), self.session.experiment.clone()),
+        ])
+    }
+
+    fn requires(&self) -> Vec<TaskRef> {
+        vec![self.decollage.clone()]
+    }
+
+    fn inputs(&self) -> anyhow::Result<Vec<PathBuf>> {
+        Ok(vec![
+            self.session.manifest(),
+            self.session.metadata_csv(),
+            self.session.metadata_schema(),
+        ])
+    }
+
+    fn outputs(&self) -> Vec<PathBuf> {
+        vec![self.images_dir(), self.tsv(), self.zip()]
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.session.state_dir()
+    }
+
+    fn prepare(&self) -> anyhow::Result<Box<dyn Plan + '_>> {
+        Ok(Box::new(Export::read(self)?))
+    }
+}
+
+/// One manifest row: a vignette.
+struct Vignette {
+    /// The TIFF's file name in `vignettes/`.
+    file: String,
+    particle_id: String,
+    /// The particle's `.lst` timestamp as ISO 8601, or empty.
+    captured_at: String,
+    /// The whole manifest row, for the page's fingerprint.
+    row: csv::StringRecord,
+}
+
+/// The session's vignettes grouped by collage page, with the measurements for the TSV.
+struct Export<'a> {
+    task: &'a ExportEcoTaxa,
+    vignettes: Vec<Vignette>,
+    pages: Pages,
+    /// metadata.csv's rows by particle id.
+    measurements: HashMap<String, csv::StringRecord>,
+    /// (column in metadata.csv, TSV column name) of every numeric measurement but `id`.
+    numeric: Vec<(usize, String)>,
+}
+
+impl<'a> Export<'a> {
+    fn read(task: &'a ExportEcoTaxa) -> anyhow::Result<Export<'a>> {
+        let session = &task.session;
+        let (vignettes, pages) = read_manifest(&session.manifest())?;
+
+        let schema_path = session.metadata_schema();
+        let schema: Schema = serde_json::from_slice(
+            &std::fs::read(&schema_path).with_context(|| schema_path.display().to_string())?,
+        )
+        .with_context(|| schema_path.display().to_string())?;
+        let csv_path = session.metadata_csv();
+        let mut reader =
+            csv::Reader::from_path(&csv_path).with_context(|| csv_path.display().to_string())?;
+        let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
+        let declared: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+        if header != declared {
+            bail!(
+                "{} does not match {}; rerun with --force",
+                csv_path.display(),
+                schema_path.display()
+            );
+        }
+        let id = schema
+            .fields
+            .iter()
+            .position(|f| f.name == "id")
+            .with_context(|| format!("{}: no id column", csv_path.display()))?;
+        let mut measurements = HashMap::new();
+        for record in reader.records() {
+            let record = record.with_context(|| csv_path.display().to_string())?;
+            measurements.insert(record[id].to_string(), record);
+        }
+        for v in &vignettes {
+            if !measurements.contains_key(&v.particle_id) {
+                bail!(
+                    "{}: particle {} is not in {}; rerun with --force",
+                    session.manifest().display(),
+                    v.particle_id,
+                    csv_path.display()
+                );
+            }
+        }
+        Ok(Export {
+            task,
+            vignettes,
+            pages,
+            measurements,
+            numeric: measurement_columns(&schema.fields),
+        })
+    }
+
+    fn tiff_path(&self, v: &Vignette) -> PathBuf {
+        self.task.session.vignettes_dir().join(&v.file)
+    }
+
+    fn png_name(&self, v: &Vignette) -> String {
+        self.task.image_name(&v.particle_id)
+    }
+
+    /// The TSV: header row, type row, one row per vignette in manifest order.
+    fn tsv(&self) -> anyhow::Result<Vec<u8>> {
+        let session = &self.task.session;
+        let position = session.name.position.as_ref();
+        let lat = position.map(|p| decimal(p.latitude, 4)).unwrap_or_default();
+        let lon = position
+            .map(|p| decimal(p.longitude, 4))
+            .unwrap_or_default();
+        let depth = position
+            .and_then(|p| p.depth_m)
+            .map(|d| decimal(d, 0))
+            .unwrap_or_default();
+        let experiment = &session.experiment;
+
+        let mut tsv = csv::WriterBuilder::new()
+            .delimiter(b'\t')
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Vec::with_capacity(self.vignettes.len() * 600));
+        let names = FIXED_COLUMNS
+            .iter()
+            .map(|(name, _)| *name)
+            .chain(self.numeric.iter().map(|(_, name)| name.as_str()));
+        tsv.write_record(names)?;
+        let types = FIXED_COLUMNS
+            .iter()
+            .map(|(_, ty)| *ty)
+            .chain(self.numeric.iter().map(|_| "[f]"));
+        tsv.write_record(types)?;
+        let mut record: Vec<String> = Vec::with_capacity(FIXED_COLUMNS.len() + self.numeric.len());
+        for v in &self.vignettes {
+            let time = parse_timestamp(&v.captured_at).map(|t| t.date_time);
+            let row = &self.measurements[&v.particle_id];
+            record.clear();
+            record.extend([
+                format!("{IMAGES}/{}", self.png_name(v)),
+                format!("{experiment}_{}", v.particle_id),
+                lat.clone(),
+                lon.clone(),
+                time.map(|t| t.format("%Y%m%d").to_string())
+                    .unwrap_or_default(),
+                time.map(|t| t.format("%H%M%S").to_string())
+                    .unwrap_or_default(),
+                depth.clone(),
+                depth.clone(),
+                experiment.clone(),
+                experiment.clone(),
+                INSTRUMENT.to_string(),
+            ]);
+            record.extend(self.numeric.iter().map(|&(col, _)| number(&row[col])));
+            tsv.write_record(&record)?;
+        }
+        Ok(tsv.into_inner()?)
+    }
+
+    /// The zip: the TSV at its root, then every PNG at its `img_file_name`. PNGs are already
+    /// compressed, so they are stored; the TSV is deflated.
+    fn zip(&self, tsv: &[u8]) -> anyhow::Result<Vec<u8>> {
+        use zip::CompressionMethod::{Deflated, Stored};
+        use zip::write::SimpleFileOptions;
+        let images = self.task.images_dir();
+        let missing = |path: &Path| format!("PNG {} is missing", path.display());
+        // Sized up front, so that the archive is built in one buffer without regrowing.
+        let mut total = tsv.len() + 200;
+        for v in &self.vignettes {
+            let path = images.join(self.png_name(v));
+            let size = std::fs::metadata(&path)
+                .with_context(|| missing(&path))?
+                .len();
+            total += size as usize + 2 * v.file.len() + 200;
+        }
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::with_capacity(total)));
+        // Entries are small; the zip crate switches to ZIP64 offsets by itself past 4 GiB.
+        let options = SimpleFileOptions::default();
+        zip.start_file(self.task.tsv_name(), options.compression_method(Deflated))?;
+        zip.write_all(tsv)?;
+        for v in &self.vignettes {
+            let name = self.png_name(v);
+            let path = images.join(&name);
+            let bytes = std::fs::read(&path).with_context(|| missing(&path))?;
+            zip.start_file(
+                format!("{IMAGES}/{name}"),
+                options.compression_method(Stored),
+            )?;
+            zip.write_all(&bytes)?;
+        }
+        Ok(zip.finish()?.into_inner())
+    }
+}
+
+impl Plan for Export<'_> {
+    fn items(&self) -> Vec<Item> {
+        self.pages
+            .iter()
+            .map(|(collage, indices)| {
+                let mut digest = Digest::new();
+                for &i in indices {
+                    let row = &self.vignettes[i].row;
+                    digest = digest.str(&row.len().to_string());
+                    for value in row {
+                        digest = digest.str(value);
+                    }
+                }
+                Item {
+                    key: collage.clone(),
+                    inputs: indices
+                        .iter()
+                        .map(|&i| self.tiff_path(&self.vignettes[i]))
+                        .collect(),
+                    fingerprint: digest.hex(),
+                }
+            })
+            .collect()
+    }
+
+    fn run_item(&self, index: usize, out: &mut Staging) -> anyhow::Result<()> {
+        let (_, indices) = &self.pages[index];
+        let position = self.task.session.name.position.as_ref();
+        let images = self.task.images_dir();
+        for &i in indices {
+            let v = &self.vignettes[i];
+            let png = to_png(&self.tiff_path(v), &v.captured_at, position)
+                .with_context(|| format!("particle {}", v.particle_id))?;
+            out.write(images.join(self.png_name(v)), &png)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&self, out: &mut Staging) -> anyhow::Result<()> {
+        let tsv = self.tsv()?;
+        let zip = self.zip(&tsv)?;
+        out.write(self.task.tsv(), &tsv)?;
+        out.write(self.task.zip(), &zip)?;
+        Ok(())
+    }
+}
+
+/// (collage file, indices into the vignettes), in order of first appearance.
+type Pages = Vec<(String, Vec<usize>)>;
+
+/// The manifest's rows, and their indices grouped by collage page.
+fn read_manifest(path: &Path) -> anyhow::Result<(Vec<Vignette>, Pages)> {
+    let context = || path.display().to_string();
+    let mut reader = csv::Reader::from_path(path).with_context(context)?;
+    let header = reader.headers().with_context(context)?.clone();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("{}: no {name} column; rerun with --force", path.display()))
+    };
+    let (file, id, collage, captured_at) = (
+        column("file")?,
+        column("particle_id")?,
+        column("collage")?,
+        column("captured_at")?,
+    );
+    let mut vignettes = Vec::new();
+    let mut pages: Pages = Vec::new();
+    let mut page_of: HashMap<String, usize> = HashMap::new();
+    let mut seen = HashSet::new();
+    for record in reader.records() {
+        let row = record.with_context(context)?;
+        let line = row.position().map_or(0, |p| p.line());
+        // The manifest is ours, but may have been edited: never follow a path out of the
+        // vignettes folder, nor name a PNG after one.
+        check_plain_file_name(&row[file])
+            .and_then(|()| check_plain_file_name(&row[id]))
+            .map_err(|e| anyhow::anyhow!("{}:{line}: {e}", path.display()))?;
+        if !seen.insert(row[id].to_string()) {
+            bail!(
+                "{}:{line}: particle {} is listed twice",
+                path.display(),
+                &row[id]
+            );
+        }
+        let page = *page_of.entry(row[collage].to_string()).or_insert_with(|| {
+            pages.push((row[collage].to_string(), Vec::new()));
+            pages.len() - 1
+        });
+        pages[page].1.push(vignettes.len());
+        vignettes.push(Vignette {
+            file: row[file].to_string(),
+            particle_id: row[id].to_string(),
+            captured_at: row[captured_at].to_string(),
+            row,
+        });
+    }
+    Ok((vignettes, pages))
+}
+
+/// `object_<name>` for every numeric field but `id` (already `object_id`): lowercased,
+/// anything but ASCII letters and digits as `_`, and made unique against the fixed columns
+/// and each other with a `_2`, `_3`, ... suffix.
+fn measurement_columns(fields: &[Field]) -> Vec<(usize, String)> {
+    let mut taken: HashSet<String> = FIXED_COLUMNS.iter().map(|(n, _)| n.to_string()).collect();
+    let mut columns = Vec::new();
+    for (i, field) in fields.iter().enumerate() {
+        if !field.ty.is_numeric() || field.name == "id" {
+            continue;
+        }
+        let clean: String = field
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let base = format!("object_{clean}");
+        let mut name = base.clone();
+        let mut n = 1;
+        while !taken.insert(name.clone()) {
+            n += 1;
+            name = format!("{base}_{n}");
+        }
+        columns.push((i, name));
+    }
+    columns
+}
+
+/// A measurement cell: the value as written when it is a finite number, else empty.
+fn number(value: &str) -> String {
+    match value.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => value.trim().to_string(),
+        _ => String::new(),
+    }
+}
+
+/// `value` in its shortest exact form, padded to at least `min_decimals` decimals
+/// (`-2.777` -> `-2.7770`; `54.01432` stays as it is).
+fn decimal(value: f64, min_decimals: usize) -> String {
+    let shortest = value.to_string();
+    let decimals = shortest.split_once('.').map_or(0, |(_, f)| f.len());
+    if decimals >= min_decimals {
+        shortest
+    } else {
+        format!("{value:.min_decimals$}")
+    }
+}
+
+/// Decodes a TIFF vignette and encodes it as a PNG of the same pixel format with the same
+/// EXIF. `captured_at` is the manifest's ISO timestamp (empty when the list has none).
+fn to_png(
+    tiff_path: &Path,
+    captured_at: &str,
+    position: Option<&SamplePosition>,
+) -> anyhow::Result<Vec<u8>> {
+    use tiff::decoder::{Decoder, DecodingResult};
+    let bytes = std::fs::read(tiff_path)
+        .with_context(|| format!("cannot read vignette {}", tiff_path.display()))?;
+    let decoded = (|| -> anyhow::Result<_> {
+        let mut decoder = Decoder::new(Cursor::new(&bytes))?;
+        let (width, height) = decoder.dimensions()?;
+        let (color, channels) = match decoder.colortype()? {
+            tiff::ColorType::Gray(8) => (png::ColorType::Grayscale, 1),
+            tiff::ColorType::RGB(8) => (png::ColorType::Rgb, 3),
+            tiff::ColorType::RGBA(8) => (png::ColorType::Rgba, 4),
+            other => bail!("unsupported pixel format {other:?}"),
+        };
+        let description = match decoder.find_tag(tiff::tags::Tag::ImageDescription)? {
+            Some(value) => Some(value.into_string()?),
+            None => None,
+        };
+        let pixels = match decoder.read_image()? {
+            DecodingResult::U8(pixels) => pixels,
+            _ => bail!("not 8 bits per sample"),
+        };
+        if pixels.len() != width as usize * height as usize * channels {
+            bail!(
+                "{width}x{height} image with {} bytes of pixels",
+                pixels.len()
+            );
+        }
+        Ok((width, height, color, description, pixels))
+    })();
+    let (width, height, color, description, pixels) =
+        decoded.with_context(|| format!("cannot decode vignette {}", tiff_path.display()))?;
+
+    let time = parse_timestamp(captured_at);
+    let taken = time.map(|t| t.date_time.format("%Y:%m:%d %H:%M:%S").to_string());
+    let exif = exif(&ExifValues {
+        description: description.as_deref(),
+        taken: taken.as_deref(),
+        taken_subsec: time.and_then(|t| t.fraction),
+        position,
+    })
+    .context("encoding EXIF")?;
+
+    let mut info = png::Info::with_size(width, height);
+    info.color_type = color;
+    info.bit_depth = png::BitDepth::Eight;
+    info.exif_metadata = Some(exif.into());
+    let mut png_bytes = Vec::with_capacity(pixels.len() / 2 + 4096);
+    let mut writer = png::Encoder::with_info(&mut png_bytes, info)?.write_header()?;
+    writer.write_image_data(&pixels)?;
+    writer.finish()?;
+    Ok(png_bytes)
+}
+
+/// What goes into a PNG's EXIF besides the Software tag.
+struct ExifValues<'a> {
+    /// The TIFF's ImageDescription, as it reads back.
+    description: Option<&'a str>,
+    /// `YYYY:MM:DD HH:MM:SS`.
+    taken: Option<&'a str>,
+    taken_subsec: Option<&'a str>,
+    position: Option<&'a SamplePosition>,
+}
+
+/// The EXIF the TIFF vignette carries (see `flowcam::vignette`), as the TIFF structure
+/// that a PNG `eXIf` chunk holds: IFD0 with ImageDescription, Software and DateTime; the
+/// EXIF directory with ExifVersion, DateTimeOriginal, SubSecTimeOriginal, FlashpixVersion
+/// and ColorSpace; and, when the session name gives a position, the GPS directory.
+fn exif(values: &ExifValues) -> std::io::Result<Vec<u8>> {
+    let mut m = Metadata::new();
+    if let Some(description) = values.description {
+        m.set_tag(ExifTag::ImageDescription(description.to_string()));
+    }
+    m.set_tag(ExifTag::Software(SOFTWARE.to_string()));
+    if let Some(taken) = values.taken {
+        m.set_tag(ExifTag::ModifyDate(taken.to_string()));
+        m.set_tag(ExifTag::DateTimeOriginal(taken.to_string()));
+        if let Some(subsec) = values.taken_subsec {
+            m.set_tag(ExifTag::SubSecTimeOriginal(subsec.to_string()));
+        }
+    }
+    m.set_tag(ExifTag::ExifVersion(b"0232".to_vec()));
+    m.set_tag(ExifTag::FlashpixVersion(b"0100".to_vec()));
+    m.set_tag(ExifTag::ColorSpace(vec![1])); // sRGB
+    if let Some(p) = values.position {
+        m.set_tag(ExifTag::GPSVersionID(vec![2, 3, 0, 0]));
+        let lat_ref = if p.latitude < 0.0 { "S" } else { "N" };
+        let lon_ref = if p.longitude < 0.0 { "W" } else { "E" };
+        m.set_tag(ExifTag::GPSLatitudeRef(lat_ref.to_string()));
+        m.set_tag(ExifTag::GPSLatitude(degrees(p.latitude).to_vec()));
+        m.set_tag(ExifTag::GPSLongitudeRef(lon_ref.to_string()));
+        m.set_tag(ExifTag::GPSLongitude(degrees(p.longitude).to_vec()));
+        if let Some(depth) = p.depth_m {
+            m.set_tag(ExifTag::GPSAltitudeRef(vec![1])); // below sea level
+            m.set_tag(ExifTag::GPSAltitude(vec![uR64 {
+                nominator: (depth * 1000.0).round() as u32,
+                denominator: 1000,
+            }]));
+        }
+        // The position was typed into the folder name, not measured by a receiver.
+        m.set_tag(ExifTag::GPSProcessingMethod(b"ASCII\0\0\0MANUAL".to_vec()));
+        m.set_tag(ExifTag::GPSDateStamp(p.date.format("%Y:%m:%d").to_string()));
+    }
+    m.encode()
+}
+
+/// The Software tag, as DecollageImages writes it.
+const SOFTWARE: &str = concat!("flowcam-pipeline ", env!("CARGO_PKG_VERSION"));
+
+/// |value| as degrees/1, minutes/1, seconds/10000, exactly as `flowcam::vignette` writes
+/// it into the TIFF.
+fn degrees(value: f64) -> [uR64; 3] {
+    let total = (value.abs() * 3600.0 * 10_000.0).round() as u64; // 1/10000 arc-seconds
+    let per_degree = 3600 * 10_000;
+    let per_minute = 60 * 10_000;
+    let rational = |nominator: u64, denominator: u32| uR64 {
+        nominator: nominator as u32,
+        denominator,
+    };
+    [
+        rational(total / per_degree, 1),
+        rational((total % per_degree) / per_minute, 1),
+        rational(total % per_minute, 10_000),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flowcam::FieldType;
+
+    fn field(name: &str, ty: FieldType) -> Field {
+        Field {
+            name: name.into(),
+            ty,
+        }
+    }
+
+    #[test]
+    fn measurement_columns_are_clean_unique_and_numeric_only() {
+        let fields = vec![
+            field("id", FieldType::Int32),
+            field("ABD Diameter", FieldType::Double),
+            field("abd-diameter", FieldType::Float),
+            field("lat", FieldType::Double),
+            field("collage_file", FieldType::String),
+            field("timestamp", FieldType::Timestamp),
+            field("image_w", FieldType::Int64),
+        ];
+        let names: Vec<(usize, String)> = measurement_columns(&fields);
+        assert_eq!(
+            names,
+            [
+                (1, "object_abd_diameter".to_string()),
+                (2, "object_abd_diameter_2".to_string()),
+                (3, "object_lat_2".to_string()),
+                (6, "object_image_w".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn numbers_and_decimals() {
+        assert_eq!(number("9.2500"), "9.2500");
+        assert_eq!(number("-65"), "-65");
+        for bad in ["NaN", "inf", "-infinity", "", "x"] {
+            assert_eq!(number(bad), "", "{bad}");
+        }
+        assert_eq!(decimal(54.0143, 4), "54.0143");
+        assert_eq!(decimal(-2.777, 4), "-2.7770");
+        assert_eq!(decimal(151.21534, 4), "151.21534");
+        assert_eq!(decimal(0.0, 4), "0.0000");
+        assert_eq!(decimal(1.0, 0), "1");
+        assert_eq!(decimal(12.5, 0), "12.5");
+    }
+
+    #[test]
+    fn degrees_match_the_tiff_encoder() {
+        let [d, m, s] = degrees(-2.7770);
+        assert_eq!((d.nominator, m.nominator), (2, 46));
+        let back = d.nominator as f64
+            + m.nominator as f64 / 60.0
+            + s.nominator as f64 / s.denominator as f64 / 3600.0;
+        assert!((back - 2.777).abs() < 1e-7);
+    }
+
+    #[test]
+    fn exif_without_position_has_no_gps() {
+        let bytes = exif(&ExifValues {
+            description: Some("{\"id\":1}"),
+            taken: Some("2023:12:20 14:04:37"),
+            taken_subsec: Some("675"),
+            position: None,
+        })
+        .unwrap();
+        assert!(bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*"));
+        let metadata = Metadata::new_from_vec(
+            &png_with_exif(bytes),
+            little_exif::filetype::FileExtension::PNG {
+                as_zTXt_chunk: false,
+            },
+        )
+        .unwrap();
+        let tags: Vec<u16> = metadata.into_iter().map(|t| t.as_u16()).collect();
+        assert!(tags.contains(&0x9003), "{tags:x?}"); // DateTimeOriginal
+        assert!(!tags.contains(&0x0002), "{tags:x?}"); // GPSLatitude
+    }
+
+    #[test]
+    fn every_pixel_format_keeps_its_layout_and_pixels() {
+        use crate::flowcam::PixelFormat;
+        use crate::flowcam::vignette::{self, VignetteTags};
+        let dir = tempfile::tempdir().unwrap();
+        let (w, h) = (5u32, 3u32);
+        for (format, channels, color) in [
+            (PixelFormat::Gray8, 1, png::ColorType::Grayscale),
+            (PixelFormat::Rgb8, 3, png::ColorType::Rgb),
+            (PixelFormat::Rgba8, 4, png::ColorType::Rgba),
+        ] {
+            let pixels: Vec<u8> = (0..w * h * channels).map(|i| (i * 7 % 251) as u8).collect();
+            let tags = VignetteTags {
+                description: Some("{\"id\":7}"),
+                software: SOFTWARE,
+                ..VignetteTags::default()
+            };
+            let tiff = vignette::encode(&pixels, w, h, format, &tags).unwrap();
+            let path = dir.path().join(format!("{format:?}.tif"));
+            std::fs::write(&path, tiff).unwrap();
+            let bytes = to_png(&path, "", None).unwrap();
+
+            let mut reader = png::Decoder::new(Cursor::new(&bytes)).read_info().unwrap();
+            let mut decoded = vec![0; reader.output_buffer_size().unwrap()];
+            let info = reader.next_frame(&mut decoded).unwrap();
+            decoded.truncate(info.buffer_size());
+            assert_eq!((info.width, info.height), (w, h), "{format:?}");
+            assert_eq!(info.color_type, color, "{format:?}");
+            assert_eq!(info.bit_depth, png::BitDepth::Eight, "{format:?}");
+            assert_eq!(decoded, pixels, "{format:?}");
+            let exif = reader.info().exif_metadata.as_deref().unwrap();
+            assert!(exif.starts_with(b"II*\0"), "{format:?}");
+        }
+    }
+
+    fn png_with_exif(exif: Vec<u8>) -> Vec<u8> {
+        let mut info = png::Info::with_size(1, 1);
+        info.exif_metadata = Some(exif.into());
+        let mut out = Vec::new();
+        let mut writer = png::Encoder::with_info(&mut out, info)
+            .unwrap()
+            .write_header()
+            .unwrap();
+        writer.write_image_data(&[0]).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+}
