@@ -60,6 +60,28 @@ pub enum Command {
     Log(LogArgs),
     /// Remove a session's outputs (and only those).
     Clean(SessionArgs),
+    /// Print the declared interface of a task (or of every task): parameters, inputs,
+    /// outputs, as JSON.
+    Describe {
+        /// ReadMetadata, DecollageImages, UploadToS3 or ExportEcoTaxa.
+        task: Option<String>,
+    },
+    /// Run one task alone from a JSON request {"context", "parameters", "inputs",
+    /// "outputs"}; prints a JSON result naming the outputs it produced.
+    Operation {
+        /// ReadMetadata, DecollageImages, UploadToS3 or ExportEcoTaxa.
+        task: String,
+        /// The request as JSON text, or - to read it from standard input.
+        #[arg(
+            value_name = "JSON",
+            required_unless_present = "json_file",
+            conflicts_with = "json_file"
+        )]
+        json: Option<String>,
+        /// Read the request from this file.
+        #[arg(long, value_name = "PATH")]
+        json_file: Option<PathBuf>,
+    },
     /// Benchmark floor: decode every collage of a session and nothing else.
     #[command(hide = true)]
     DecodeOnly {
@@ -187,14 +209,15 @@ pub struct RunArgs {
     pub session: SessionArgs,
     #[command(flatten)]
     pub tasks: TaskArgs,
-    /// Parallel workers for per-item work [default: one per core].
+    /// Parallel workers for per-item work [default: one per core for a session, two per
+    /// core under a root].
     #[arg(long, short = 'j', default_value_t = 0, env = "FLOWCAM_WORKERS")]
     pub workers: usize,
     /// Rerun every task regardless of stamps.
     #[arg(long)]
     pub force: bool,
     /// Sessions processed at once under a root.
-    #[arg(long, default_value_t = 2, env = "FLOWCAM_SESSIONS",
+    #[arg(long, default_value_t = 4, env = "FLOWCAM_SESSIONS",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub sessions: usize,
     /// A session whose files changed more recently than this is still arriving and waits
@@ -338,6 +361,15 @@ pub fn main() -> ExitCode {
             }
         }
         Some(Command::DecodeOnly { directory, workers }) => decode_only(directory, *workers),
+        Some(Command::Describe { task }) => describe(task.as_deref()),
+        Some(Command::Operation {
+            task,
+            json,
+            json_file,
+        }) => {
+            init_logging(0, false, LogFormat::Text, None);
+            operation(task, json.as_deref(), json_file.as_deref())
+        }
     };
     ExitCode::from(code)
 }
@@ -620,7 +652,13 @@ fn run(args: &RunArgs) -> u8 {
     };
     let quiet = args.logging.quiet;
     let progress = Progress::new(args.progress.resolve(quiet));
-    let runner = Runner::new(TOOL_VERSION, args.workers)
+    // Under a root, sessions' disk waits (file creation, syncs) leave cores idle with one
+    // worker per core; two per core keep them busy (see the README's figures).
+    let workers = match (args.workers, single) {
+        (0, false) => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+        (n, _) => n,
+    };
+    let runner = Runner::new(TOOL_VERSION, workers)
         .force(args.force)
         .observer(Box::new(Observers(vec![
             Box::new(LogObserver),
@@ -974,7 +1012,10 @@ fn print_session_status(status: &SessionStatus) {
     );
     println!(
         "last run  {}",
-        status.last_run.as_deref().map_or("never".to_string(), short_time)
+        status
+            .last_run
+            .as_deref()
+            .map_or("never".to_string(), short_time)
     );
     if let Some(f) = &status.last_failure {
         println!("last failure {}: {}", f.at, f.error);
@@ -1018,7 +1059,9 @@ fn print_status_table(statuses: &[SessionStatus]) {
             count(s.particles),
             count(s.vignettes),
             count(s.uploaded),
-            s.last_run.as_deref().map_or("never".to_string(), short_time),
+            s.last_run
+                .as_deref()
+                .map_or("never".to_string(), short_time),
         );
     }
 }
@@ -1102,6 +1145,67 @@ fn clean(args: &SessionArgs) -> u8 {
         session.output.display()
     );
     exit::OK
+}
+
+fn describe(task: Option<&str>) -> u8 {
+    let all = crate::declare::all();
+    let json = match task {
+        None => serde_json::to_string_pretty(&all),
+        Some(name) => match all.iter().find(|d| d.task == name) {
+            Some(declaration) => serde_json::to_string_pretty(declaration),
+            None => {
+                let known: Vec<&str> = all.iter().map(|d| d.task.as_str()).collect();
+                eprintln!("error: unknown task {name} (tasks: {})", known.join(", "));
+                return exit::USAGE;
+            }
+        },
+    };
+    println!("{}", json.expect("declarations serialize"));
+    exit::OK
+}
+
+/// `operation TASK JSON`: exit 0 when the task completed, 1 when it failed (the result says
+/// why), 2 when the request is invalid (every problem on stderr, nothing written).
+fn operation(task: &str, json: Option<&str>, json_file: Option<&Path>) -> u8 {
+    let text = match (json, json_file) {
+        (Some("-"), _) => {
+            let mut text = String::new();
+            match std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                Ok(_) => text,
+                Err(e) => {
+                    eprintln!("error: cannot read the request from standard input: {e}");
+                    return exit::USAGE;
+                }
+            }
+        }
+        (Some(text), _) => text.to_string(),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return exit::USAGE;
+            }
+        },
+        (None, None) => unreachable!("clap requires JSON or --json-file"),
+    };
+    let result = crate::operation::run_text(task, &text);
+    match result {
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
+            exit::USAGE
+        }
+        Ok(result) => {
+            let json = serde_json::to_string_pretty(&result).expect("result serializes");
+            println!("{json}");
+            if result.status == "complete" {
+                exit::OK
+            } else {
+                exit::TASK_FAILED
+            }
+        }
+    }
 }
 
 fn decode_only(directory: &Path, workers: usize) -> u8 {

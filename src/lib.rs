@@ -8,10 +8,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod declare;
 pub mod engine;
 pub mod flowcam;
 pub mod history;
 pub mod ingest;
+pub mod operation;
 pub mod pass;
 pub mod progress;
 pub mod synthetic;

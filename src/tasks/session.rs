@@ -31,6 +31,27 @@ impl Session {
         output_root: &Path,
         experiment: Option<&str>,
     ) -> Result<Session, SessionError> {
+        let (input, name, experiment) = Session::identify(input, experiment)?;
+        let output = absolute(output_root).join(&experiment);
+        Session::checked(input, output, experiment, name)
+    }
+
+    /// A session whose outputs go to exactly `output` (one operation's folder) rather than
+    /// to `<output root>/<experiment>`.
+    pub fn at(
+        input: &Path,
+        output: &Path,
+        experiment: Option<&str>,
+    ) -> Result<Session, SessionError> {
+        let (input, name, experiment) = Session::identify(input, experiment)?;
+        Session::checked(input, absolute(output), experiment, name)
+    }
+
+    /// The input folder (canonical), what its name says, and the experiment name.
+    fn identify(
+        input: &Path,
+        experiment: Option<&str>,
+    ) -> Result<(PathBuf, SessionName, String), SessionError> {
         let input_error = |reason: String| SessionError::Input {
             path: input.to_path_buf(),
             reason,
@@ -49,16 +70,20 @@ impl Session {
         let experiment = experiment.unwrap_or(&folder).to_string();
         check_plain_file_name(&experiment)
             .map_err(|e| SessionError::Name(format!("experiment name: {e}")))?;
-        let output_root = absolute(output_root);
-        let output = output_root.join(&experiment);
-        if output.starts_with(&canonical) {
-            return Err(SessionError::OutputInsideInput {
-                output,
-                input: canonical,
-            });
+        Ok((canonical, name, experiment))
+    }
+
+    fn checked(
+        input: PathBuf,
+        output: PathBuf,
+        experiment: String,
+        name: SessionName,
+    ) -> Result<Session, SessionError> {
+        if output.starts_with(&input) {
+            return Err(SessionError::OutputInsideInput { output, input });
         }
         Ok(Session {
-            input: canonical,
+            input,
             output,
             experiment,
             name,
