@@ -7,7 +7,9 @@ use crate::engine::{Freshness, LockError, Runner, TaskReport, WorkspaceLock, run
 use crate::flowcam::Collage;
 use crate::pass::{Outcome, PassOptions, SessionOutcome};
 use crate::progress::{Progress, ProgressMode};
-use crate::tasks::{DecollageOptions, Delivery, FlowCamPipeline, Session, UploadOptions};
+use crate::tasks::{
+    DecollageOptions, Delivery, FlowCamPipeline, PipelineOptions, Session, UploadOptions,
+};
 use crate::upload::{ApiSettings, DestinationConfig, S3Settings};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -126,6 +128,10 @@ pub struct TaskArgs {
     /// Leave the particle's measurements out of the vignettes' ImageDescription.
     #[arg(long)]
     pub no_embed_measurements: bool,
+    /// Also export the session for EcoTaxa: PNG vignettes with the same EXIF,
+    /// ecotaxa_<session>.tsv and a zip ready for EcoTaxa's import.
+    #[arg(long)]
+    pub ecotaxa: bool,
     #[command(flatten)]
     pub upload: UploadArgs,
 }
@@ -164,6 +170,9 @@ pub struct UploadArgs {
     /// Make the vignettes but do not upload, even with --s3-bucket.
     #[arg(long)]
     pub no_upload: bool,
+    /// Upload the EcoTaxa zip too (makes it, as --ecotaxa does).
+    #[arg(long)]
+    pub upload_ecotaxa: bool,
     /// The configuration file's endpoint, used when neither --s3-endpoint nor the
     /// environment gives one.
     #[arg(skip)]
@@ -198,7 +207,9 @@ impl UploadArgs {
             options: UploadOptions {
                 prefix: self.s3_prefix.clone(),
                 verify_remote: self.verify_remote,
+                extra: None,
             },
+            upload_ecotaxa: self.upload_ecotaxa,
         })
     }
 }
@@ -527,6 +538,16 @@ fn merge_tasks(args: &mut TaskArgs, m: &ArgMatches, config: &Config) {
     {
         args.no_embed_measurements = !v;
     }
+    if !from_user(m, "ecotaxa")
+        && let Some(v) = config.ecotaxa
+    {
+        args.ecotaxa = v;
+    }
+    if !from_user(m, "upload_ecotaxa")
+        && let Some(v) = config.upload_ecotaxa
+    {
+        args.upload.upload_ecotaxa = v;
+    }
     let u = &mut args.upload;
     let text = |id: &str, cli: &mut Option<String>, value: &Option<String>| {
         if !from_user(m, id) && value.is_some() {
@@ -563,9 +584,12 @@ fn merge_tasks(args: &mut TaskArgs, m: &ArgMatches, config: &Config) {
     }
 }
 
-fn options(args: &TaskArgs) -> DecollageOptions {
-    DecollageOptions {
-        embed_measurements: !args.no_embed_measurements,
+fn options(args: &TaskArgs) -> PipelineOptions {
+    PipelineOptions {
+        decollage: DecollageOptions {
+            embed_measurements: !args.no_embed_measurements,
+        },
+        ecotaxa: args.ecotaxa,
     }
 }
 
@@ -646,7 +670,7 @@ fn run(args: &RunArgs) -> u8 {
         wait_for_collages: !single,
         force: args.force,
         skip_complete: !single,
-        decollage: options(&args.tasks),
+        pipeline: options(&args.tasks),
         delivery: args.tasks.upload.delivery(),
         on_failure: args.on_failure.clone(),
     };
@@ -1111,7 +1135,9 @@ fn clean(args: &SessionArgs) -> u8 {
         Err(code) => return code,
     };
     let mut removed = 0;
-    for path in session.owned_outputs() {
+    let mut owned = session.owned_outputs();
+    owned.extend(crate::tasks::ExportEcoTaxa::owned_outputs(&session));
+    for path in owned {
         let result = if path.is_dir() {
             std::fs::remove_dir_all(&path)
         } else if path.exists() {

@@ -40,6 +40,7 @@ pub const KEYS: &[&str] = &[
     "recursive",
     "settle-seconds",
     "embed-measurements",
+    "ecotaxa",
     "s3-bucket",
     "s3-endpoint",
     "s3-prefix",
@@ -48,6 +49,7 @@ pub const KEYS: &[&str] = &[
     "upload-concurrency",
     "create-bucket",
     "upload",
+    "upload-ecotaxa",
     "progress",
     "log-format",
     "log-level",
@@ -81,6 +83,8 @@ pub struct Config {
     pub settle_seconds: Option<u64>,
     /// `false` = `--no-embed-measurements`.
     pub embed_measurements: Option<bool>,
+    /// `--ecotaxa`.
+    pub ecotaxa: Option<bool>,
     /// `--s3-bucket`.
     pub s3_bucket: Option<String>,
     /// `--s3-endpoint`.
@@ -97,6 +101,8 @@ pub struct Config {
     pub create_bucket: Option<bool>,
     /// `false` = `--no-upload`.
     pub upload: Option<bool>,
+    /// `--upload-ecotaxa`.
+    pub upload_ecotaxa: Option<bool>,
     /// `--progress`: one of [`PROGRESS_VALUES`].
     pub progress: Option<String>,
     /// `--log-format`: one of [`LOG_FORMAT_VALUES`].
@@ -490,6 +496,7 @@ mod tests {
             recursive = true
             settle-seconds = 30
             embed-measurements = false
+            ecotaxa = true
             s3-bucket = "plankton"
             s3-endpoint = "https://store.example.org"
             s3-prefix = "flowcam/2023"
@@ -498,6 +505,7 @@ mod tests {
             upload-concurrency = 16
             create-bucket = true
             upload = false
+            upload-ecotaxa = true
             progress = "plain"
             log-format = "json"
             log-level = "flowcam_pipeline=debug,info"
@@ -513,6 +521,7 @@ mod tests {
                 recursive: Some(true),
                 settle_seconds: Some(30),
                 embed_measurements: Some(false),
+                ecotaxa: Some(true),
                 s3_bucket: Some("plankton".into()),
                 s3_endpoint: Some("https://store.example.org".into()),
                 s3_prefix: Some("flowcam/2023".into()),
@@ -521,6 +530,7 @@ mod tests {
                 upload_concurrency: Some(16),
                 create_bucket: Some(true),
                 upload: Some(false),
+                upload_ecotaxa: Some(true),
                 progress: Some("plain".into()),
                 log_format: Some("json".into()),
                 log_level: Some("flowcam_pipeline=debug,info".into()),
@@ -881,6 +891,7 @@ mod tests {
             recursive,
             settle_seconds,
             embed_measurements,
+            ecotaxa,
             s3_bucket,
             s3_endpoint,
             s3_prefix,
@@ -889,6 +900,7 @@ mod tests {
             upload_concurrency,
             create_bucket,
             upload,
+            upload_ecotaxa,
             progress,
             log_format,
             log_level,
@@ -900,6 +912,8 @@ mod tests {
         assert!(recursive.is_some());
         assert!(settle_seconds.is_some());
         assert!(embed_measurements.is_some());
+        assert!(ecotaxa.is_some());
+        assert!(upload_ecotaxa.is_some());
         assert!(s3_bucket.is_some());
         assert!(s3_endpoint.is_some());
         assert!(s3_prefix.is_some());

@@ -306,6 +306,7 @@ fn build(declaration: &Declaration, request: &Request) -> anyhow::Result<TaskRef
             let options = UploadOptions {
                 prefix: text("s3-prefix"),
                 verify_remote: flag("verify-remote"),
+                extra: files(request, "ecotaxa").first().map(PathBuf::from),
             };
             Arc::new(UploadToS3::new(
                 Arc::new(session),

@@ -6,7 +6,7 @@ use crate::engine::stamp::Freshness;
 use crate::engine::{LockError, RunReport, Runner, TaskRef, WorkspaceLock};
 use crate::history;
 use crate::ingest::{Readiness, readiness};
-use crate::tasks::{DecollageOptions, Delivery, FlowCamPipeline, Session};
+use crate::tasks::{Delivery, FlowCamPipeline, PipelineOptions, Session};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ pub struct PassOptions {
     /// Skip sessions whose stamps say complete without running them, writing nothing
     /// (a pass over a root); else run the engine anyway, which writes a run report.
     pub skip_complete: bool,
-    pub decollage: DecollageOptions,
+    pub pipeline: PipelineOptions,
     pub delivery: Option<Delivery>,
     /// A shell command run when a session fails, with the session and error in its
     /// environment (see [`notify_failure`]).
@@ -77,7 +77,7 @@ impl SessionOutcome {
 pub fn pipeline(session: &Arc<Session>, options: &PassOptions) -> TaskRef {
     Arc::new(FlowCamPipeline::new(
         session.clone(),
-        options.decollage,
+        options.pipeline,
         options.delivery.clone(),
     ))
 }

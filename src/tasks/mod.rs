@@ -8,6 +8,7 @@ mod session;
 mod upload;
 
 pub use decollage::{DecollageImages, DecollageOptions, MANIFEST_HEADER};
+pub use ecotaxa::ExportEcoTaxa;
 pub use read_metadata::ReadMetadata;
 pub use session::{Session, SessionError};
 pub use upload::{UploadOptions, UploadToS3};
@@ -22,32 +23,72 @@ use std::sync::Arc;
 pub struct Delivery {
     pub destination: DestinationConfig,
     pub options: UploadOptions,
+    /// Upload the EcoTaxa zip too (implies making it).
+    pub upload_ecotaxa: bool,
+}
+
+/// What the pipeline makes besides the vignettes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PipelineOptions {
+    pub decollage: DecollageOptions,
+    /// Export for EcoTaxa (PNG vignettes, TSV, zip).
+    pub ecotaxa: bool,
+}
+
+impl From<DecollageOptions> for PipelineOptions {
+    fn from(decollage: DecollageOptions) -> PipelineOptions {
+        PipelineOptions {
+            decollage,
+            ecotaxa: false,
+        }
+    }
 }
 
 /// The root task for one session: complete when everything it requires is. It requires
-/// the upload when there is a destination, else the vignettes.
+/// the upload when there is a destination, else the vignettes, and the EcoTaxa export
+/// when asked for.
 pub struct FlowCamPipeline {
     session: Arc<Session>,
-    last: TaskRef,
+    last: Vec<TaskRef>,
 }
 
 impl FlowCamPipeline {
     pub fn new(
         session: Arc<Session>,
-        options: DecollageOptions,
+        options: impl Into<PipelineOptions>,
         delivery: Option<Delivery>,
     ) -> FlowCamPipeline {
+        let options = options.into();
         let metadata: TaskRef = Arc::new(ReadMetadata::new(session.clone()));
-        let decollage: TaskRef = Arc::new(DecollageImages::new(session.clone(), metadata, options));
-        let last = match delivery {
-            Some(delivery) => Arc::new(UploadToS3::new(
-                session.clone(),
-                decollage,
-                delivery.destination,
-                delivery.options,
-            )),
-            None => decollage,
-        };
+        let decollage: TaskRef = Arc::new(DecollageImages::new(
+            session.clone(),
+            metadata,
+            options.decollage,
+        ));
+        let upload_ecotaxa = delivery.as_ref().is_some_and(|d| d.upload_ecotaxa);
+        let export = (options.ecotaxa || upload_ecotaxa)
+            .then(|| Arc::new(ExportEcoTaxa::new(session.clone(), decollage.clone())));
+        let mut last: Vec<TaskRef> = Vec::new();
+        match delivery {
+            Some(mut delivery) => {
+                let zip = export.as_ref().filter(|_| delivery.upload_ecotaxa);
+                delivery.options.extra = zip.map(|e| e.zip());
+                let mut upload = UploadToS3::new(
+                    session.clone(),
+                    decollage.clone(),
+                    delivery.destination,
+                    delivery.options,
+                );
+                if let Some(export) = zip {
+                    upload = upload.with_extra(export.clone());
+                }
+                last.push(Arc::new(upload));
+            }
+            None => last.push(decollage),
+        }
+        if let Some(export) = export {
+            last.push(export);
+        }
         FlowCamPipeline { session, last }
     }
 }
@@ -62,7 +103,7 @@ impl Task for FlowCamPipeline {
     }
 
     fn requires(&self) -> Vec<TaskRef> {
-        vec![self.last.clone()]
+        self.last.clone()
     }
 
     fn outputs(&self) -> Vec<PathBuf> {

@@ -32,11 +32,16 @@ pub struct UploadOptions {
     pub prefix: Option<String>,
     /// Check the destination itself instead of trusting the ledger.
     pub verify_remote: bool,
+    /// Also upload this EcoTaxa zip (made by the task in `UploadToS3::with_extra`), before
+    /// the manifest.
+    pub extra: Option<PathBuf>,
 }
 
 pub struct UploadToS3 {
     session: Arc<Session>,
     decollage: TaskRef,
+    /// The task that makes `options.extra`, when it is one of ours.
+    extra_task: Option<TaskRef>,
     destination: DestinationConfig,
     options: UploadOptions,
 }
@@ -51,9 +56,16 @@ impl UploadToS3 {
         UploadToS3 {
             session,
             decollage,
+            extra_task: None,
             destination,
             options,
         }
+    }
+
+    /// Also requires `task`, which makes `options.extra` (the EcoTaxa zip).
+    pub fn with_extra(mut self, task: TaskRef) -> UploadToS3 {
+        self.extra_task = Some(task);
+        self
     }
 
     /// `[<prefix>/]<experiment>/`: every key of this session starts with it.
@@ -103,19 +115,31 @@ impl Task for UploadToS3 {
         Parameters::from([
             ("destination".to_string(), self.destination.describe()),
             ("key_prefix".to_string(), self.key_prefix()),
+            (
+                "extra".to_string(),
+                self.options
+                    .extra
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
         ])
     }
 
     fn requires(&self) -> Vec<TaskRef> {
-        vec![self.decollage.clone()]
+        let mut requires = vec![self.decollage.clone()];
+        requires.extend(self.extra_task.clone());
+        requires
     }
 
     fn inputs(&self) -> anyhow::Result<Vec<PathBuf>> {
-        Ok(vec![
+        let mut inputs = vec![
             self.session.manifest(),
             self.session.metadata_csv(),
             self.session.metadata_schema(),
-        ])
+        ];
+        inputs.extend(self.options.extra.clone());
+        Ok(inputs)
     }
 
     fn outputs(&self) -> Vec<PathBuf> {
@@ -255,11 +279,14 @@ impl<'a> Deliveries<'a> {
                 metadata: position.clone(),
             }
         };
-        let tables = vec![
+        let mut tables = vec![
             table(session.metadata_csv(), "text/csv"),
             table(session.metadata_schema(), "application/json"),
-            table(session.manifest(), "text/csv"),
         ];
+        if let Some(extra) = &task.options.extra {
+            tables.push(table(extra.clone(), "application/zip"));
+        }
+        tables.push(table(session.manifest(), "text/csv"));
         Ok(Deliveries {
             task,
             destination,
