@@ -572,3 +572,36 @@ fn verify_remote_repairs_a_deleted_object() {
     assert!(log.contains("sent=0"), "{log}");
     assert_eq!(work.ledger().len(), 105);
 }
+
+#[test]
+fn upload_ecotaxa_sends_the_zip_before_the_manifest() {
+    let garage = Garage::shared();
+    let work = Workplace::with_fixture(&garage, POSITIONED);
+    let prefix = unique_prefix("ecotaxa");
+    let args = [
+        "--s3-bucket",
+        garage.bucket(),
+        "--s3-prefix",
+        &prefix,
+        "--upload-ecotaxa",
+    ];
+    let output = work.run(&args);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let key_prefix = format!("{prefix}/{POSITIONED}/");
+    let zip_name = format!("ecotaxa_{POSITIONED}.zip");
+    let zip = work.session_out().join(&zip_name);
+    let remote = garage.list(garage.bucket(), &key_prefix);
+    assert_eq!(remote.len(), 102 + 4, "vignettes, three tables and the zip");
+    let (size, etag) = &remote[&format!("{key_prefix}{zip_name}")];
+    assert_eq!(*size, std::fs::metadata(&zip).unwrap().len());
+    assert_eq!(*etag, md5_hex(&zip));
+    let (content_type, _) = garage.head(garage.bucket(), &format!("{key_prefix}{zip_name}"));
+    assert_eq!(content_type, "application/zip");
+    // The zip follows the vignettes and precedes the manifest in the ledger.
+    let ledger = std::fs::read_to_string(work.ledger_path()).unwrap();
+    let position = |name: &str| ledger.find(&format!("{key_prefix}{name}")).unwrap();
+    assert!(position(&zip_name) < position("manifest.csv"));
+    let second = work.run(&args);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_eq!(work.upload_report()["state"], "already_complete");
+}
