@@ -233,6 +233,13 @@ impl Plan for Pages<'_> {
         // metadata.csv is ours, but may have been edited: never follow a path out of the
         // session folder.
         check_plain_file_name(collage_file).map_err(anyhow::Error::msg)?;
+        tracing::debug!(
+            session = %self.task.session.experiment,
+            task = "DecollageImages",
+            collage = %collage_file,
+            particles = indices.len(),
+            "cutting vignettes"
+        );
         let collage = Collage::open(&self.task.session.input.join(collage_file))?;
         let c = &self.columns;
         let mut outside = Vec::new();
