@@ -53,10 +53,11 @@ pub struct Parameter {
     pub description: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
+    /// Kept as written (`1`, not `1.0`) so that `describe` prints what the file says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub minimum: Option<f64>,
+    pub minimum: Option<serde_json::Number>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub maximum: Option<f64>,
+    pub maximum: Option<serde_json::Number>,
     /// For `enum`: the allowed values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<Vec<String>>,
@@ -245,6 +246,16 @@ impl Declaration {
 }
 
 impl Parameter {
+    /// The lower bound as a number.
+    pub fn min(&self) -> Option<f64> {
+        self.minimum.as_ref().and_then(serde_json::Number::as_f64)
+    }
+
+    /// The upper bound as a number.
+    pub fn max(&self) -> Option<f64> {
+        self.maximum.as_ref().and_then(serde_json::Number::as_f64)
+    }
+
     /// Problems with one value of this parameter.
     fn check(&self, value: &Value) -> Vec<String> {
         let name = &self.name;
@@ -271,10 +282,11 @@ impl Parameter {
         }
         let mut problems = Vec::new();
         if let Some(x) = value.as_f64() {
-            let below = self.minimum.is_some_and(|m| x < m);
-            let above = self.maximum.is_some_and(|m| x > m);
+            let bound = |b: &Option<serde_json::Number>| b.as_ref().and_then(|n| n.as_f64());
+            let below = bound(&self.minimum).is_some_and(|m| x < m);
+            let above = bound(&self.maximum).is_some_and(|m| x > m);
             if below || above {
-                let range = match (self.minimum, self.maximum) {
+                let range = match (&self.minimum, &self.maximum) {
                     (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
                     (Some(lo), None) => format!("at least {lo}"),
                     (None, Some(hi)) => format!("at most {hi}"),
@@ -406,8 +418,8 @@ mod tests {
         let ratio = Parameter {
             name: "ratio".into(),
             ty: ParameterType::Number,
-            minimum: Some(0.0),
-            maximum: Some(1.0),
+            minimum: Some(0.into()),
+            maximum: Some(1.into()),
             items: None,
             ..p
         };

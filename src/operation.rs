@@ -68,13 +68,8 @@ pub fn parse(text: &str) -> Result<Request, Vec<String>> {
 
 /// Reads what can be read of a request; `Err` only when it is not a JSON object at all.
 fn read(text: &str) -> Result<Parsed, Vec<String>> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        vec![format!(
-            "the request is not valid JSON: {e} (line {}, column {})",
-            e.line(),
-            e.column()
-        )]
-    })?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| vec![format!("the request is not valid JSON: {e}")])?;
     let Value::Object(mut object) = value else {
         return Err(vec![format!(
             "the request must be a JSON object with context, parameters, inputs and outputs, got {value}"
@@ -167,7 +162,110 @@ pub fn validate(declaration: &Declaration, request: &Request) -> Vec<String> {
     {
         problems.push(format!("context `session_dir`: {dir} is not a folder"));
     }
+    if !problems.is_empty() {
+        return problems;
+    }
+    // What the task itself needs of its inputs, now that they are known to be there.
+    let session_dir = session_dir(declaration, request);
+    let out = std::path::absolute(&request.outputs).unwrap_or_else(|_| request.outputs.clone());
+    if out.is_file() {
+        problems.push(format!(
+            "`outputs`: {} is a file, not a folder",
+            out.display()
+        ));
+    }
+    if let Ok(session) = session_dir.canonicalize()
+        && out
+            .canonicalize()
+            .unwrap_or_else(|_| out.clone())
+            .starts_with(&session)
+    {
+        problems.push(format!(
+            "`outputs`: {} lies inside the session folder {}; the session folder is never \
+             written, choose another folder",
+            out.display(),
+            session.display()
+        ));
+    }
+    match declaration.task.as_str() {
+        "ReadMetadata" => {
+            let lst_files = std::fs::read_dir(&session_dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter(|e| {
+                            e.path()
+                                .extension()
+                                .is_some_and(|x| x.eq_ignore_ascii_case("lst"))
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            if lst_files > 1 {
+                problems.push(format!(
+                    "input `lst`: its folder {} holds {lst_files} .lst files; a session folder \
+                     holds one",
+                    session_dir.display()
+                ));
+            }
+        }
+        "UploadToS3" | "ExportEcoTaxa" if !request.context.contains_key("session_dir") => {
+            // Without the session folder, its name (and the position it carries) comes from
+            // the folder of the manifest, which must then be named after the experiment,
+            // as the pipeline's output folders are.
+            let manifest = first_file(request, "manifest");
+            let folder = session_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let experiment = request
+                .context
+                .get("experiment")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| manifest_experiment(&manifest));
+            if experiment.as_deref().is_some_and(|e| e != folder) {
+                problems.push(format!(
+                    "context `session_dir` is needed: the vignettes in {} belong to session \
+                     {}, but their folder is named {folder}, so the session's name and \
+                     position cannot be told from it",
+                    manifest.display(),
+                    experiment.unwrap_or_default()
+                ));
+            }
+        }
+        _ => {}
+    }
     problems
+}
+
+/// The experiment a manifest's vignettes were named after (`<experiment>_<id>.tif`).
+fn manifest_experiment(manifest: &Path) -> Option<String> {
+    let mut reader = csv::Reader::from_path(manifest).ok()?;
+    let headers = reader.headers().ok()?.clone();
+    let file = headers.iter().position(|h| h == "file")?;
+    let id = headers.iter().position(|h| h == "particle_id")?;
+    let row = reader.records().next()?.ok()?;
+    row[file]
+        .strip_suffix(&format!("_{}.tif", &row[id]))
+        .map(str::to_string)
+}
+
+/// The FlowCam session folder a request works on: `context.session_dir`, else the folder
+/// of its main input.
+fn session_dir(declaration: &Declaration, request: &Request) -> PathBuf {
+    if let Some(dir) = request.context.get("session_dir").and_then(Value::as_str) {
+        return PathBuf::from(dir);
+    }
+    let main = match declaration.task.as_str() {
+        "ReadMetadata" => "lst",
+        "DecollageImages" => "collages",
+        _ => "manifest",
+    };
+    first_file(request, main)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// A requirement the request's inputs already satisfy: complete by construction.
@@ -258,17 +356,10 @@ fn build(declaration: &Declaration, request: &Request) -> anyhow::Result<TaskRef
         state_dir: out.join(".state"),
     });
     // The session folder: given, else where the inputs are (for tables from an earlier
-    // operation, a folder named after the experiment, which carries the position too).
-    let session_from = |input: &str| -> PathBuf {
-        context("session_dir")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                first_file(request, input)
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default()
-            })
-    };
+    // operation, a folder named after the experiment, which carries the position too;
+    // `validate` checks that it is).
+    let session = session_dir(declaration, request);
+    let session_from = |_: &str| session.clone();
     let task: TaskRef = match declaration.task.as_str() {
         "ReadMetadata" => {
             let session = Session::at(&session_from("lst"), &out, experiment)?;

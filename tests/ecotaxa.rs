@@ -3,9 +3,9 @@
 
 mod common;
 
+use common::stage::{TaskRun, run_task_alone};
 use common::*;
-use flowcam_pipeline::TOOL_VERSION;
-use flowcam_pipeline::engine::{RunReport, Runner, TaskRef, TaskState};
+use flowcam_pipeline::engine::{TaskRef, TaskState};
 use flowcam_pipeline::synthetic::SyntheticSession;
 use flowcam_pipeline::tasks::ecotaxa::ExportEcoTaxa;
 use flowcam_pipeline::tasks::{DecollageImages, DecollageOptions, ReadMetadata, Session};
@@ -15,26 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const POSITIONED: &str = "Tank25_54.0143_-2.7770_04052023_1";
-
-/// What running one task alone gave: the run's report (the task's requirements included)
-/// and the task's declared outputs.
-struct TaskRun {
-    report: RunReport,
-    outputs: Vec<PathBuf>,
-}
-
-/// The stage tester: runs `task` and whatever it requires on the inputs already in place,
-/// and returns the report and the task's outputs (each checked to exist when it succeeded).
-fn run_task_alone(task: TaskRef) -> TaskRun {
-    let report = Runner::new(TOOL_VERSION, 2).run(&task).unwrap();
-    let outputs = task.outputs();
-    if report.succeeded() {
-        for output in &outputs {
-            assert!(output.exists(), "{} is missing", output.display());
-        }
-    }
-    TaskRun { report, outputs }
-}
 
 /// ReadMetadata -> DecollageImages -> ExportEcoTaxa for one session.
 fn export_task(session: &Arc<Session>, options: DecollageOptions) -> Arc<ExportEcoTaxa> {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod garage;
+pub mod stage;
 pub mod upload_api;
 
 use flowcam_pipeline::TOOL_VERSION;
