@@ -9,8 +9,8 @@
 #   scripts/garage.sh restart DIR    start the server of DIR again on its existing data
 #   scripts/garage.sh stop [DIR]     stop it
 #
-# Environment: GARAGE_S3_PORT (default 3900) and GARAGE_RPC_PORT (default S3 port + 1) for
-# the ports; GARAGE_BIN for a Garage binary of your own; FLOWCAM_CACHE for the cache folder
+# Environment: GARAGE_S3_PORT (default: a free port) and GARAGE_RPC_PORT (default S3 port
+# + 1) for the ports; GARAGE_BIN for a Garage binary of your own; FLOWCAM_CACHE for the cache folder
 # (default ~/.cache/flowcam-pipeline); GARAGE_BUCKET (default flowcam-test).
 # The keys are random per server and only ever guard this throw-away data folder.
 set -euo pipefail
@@ -37,6 +37,22 @@ install() {
   fi
   echo "building garage $GARAGE_VERSION into $CACHE/garage (once; about 11 minutes on 2 cores)" >&2
   cargo install garage --version "$GARAGE_VERSION" --locked --root "$CACHE/garage" >&2
+}
+
+# A port P such that P and P+1 are free on 127.0.0.1 (so that a server left behind by an
+# earlier run never collides with this one).
+free_port_pair() {
+  local port
+  for _ in $(seq 1 200); do
+    port=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
+      ! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 1))") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  echo "no free port pair found" >&2
+  return 1
 }
 
 random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
@@ -75,7 +91,7 @@ start() {
   rm -rf "$dir"
   mkdir -p "$dir/meta" "$dir/data"
   dir=$(cd "$dir" && pwd)
-  local s3_port=${GARAGE_S3_PORT:-3900}
+  local s3_port=${GARAGE_S3_PORT:-$(free_port_pair)}
   local rpc_port=${GARAGE_RPC_PORT:-$((s3_port + 1))}
   local bucket=${GARAGE_BUCKET:-flowcam-test}
   echo "$s3_port" >"$dir/s3-port"

@@ -185,7 +185,27 @@ impl UploadArgs {
         if self.no_upload {
             return None;
         }
-        let bucket = self.s3_bucket.clone()?;
+        let Some(bucket) = self.s3_bucket.clone() else {
+            let asked = [
+                (self.api_url.is_some(), "--api-url"),
+                (self.s3_prefix.is_some(), "--s3-prefix"),
+                (self.verify_remote, "--verify-remote"),
+                (self.create_bucket, "--create-bucket"),
+                (self.upload_ecotaxa, "--upload-ecotaxa"),
+            ];
+            let given: Vec<&str> = asked
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, n)| *n)
+                .collect();
+            if !given.is_empty() {
+                tracing::warn!(
+                    "{} given without --s3-bucket: nothing is uploaded",
+                    given.join(", ")
+                );
+            }
+            return None;
+        };
         let destination = match &self.api_url {
             Some(url) => DestinationConfig::Api(ApiSettings {
                 url: url.clone(),

@@ -66,13 +66,16 @@ fn prune(runs: &Path) -> io::Result<()> {
 fn append_log(session_out: &Path, report: &RunReport) -> io::Result<()> {
     let path = log_path(session_out);
     if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_LIMIT) {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let half = text.len() / 2;
-        // Cut at a run boundary so the kept part starts with a whole run.
-        let cut = text[half..]
-            .find(RUN_MARKER)
-            .map_or(text.len(), |i| half + i);
-        write_file(&path, &text.as_bytes()[cut..])?;
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let half = bytes.len() / 2;
+        // Cut at a run boundary so the kept part starts with a whole run (searched as bytes:
+        // the middle may fall inside a character).
+        let marker = RUN_MARKER.as_bytes();
+        let cut = bytes[half..]
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .map_or(bytes.len(), |i| half + i);
+        write_file(&path, &bytes[cut..])?;
     }
     let verdict = if report.succeeded() { "ok" } else { "FAILED" };
     let mut entry = format!(
@@ -201,5 +204,10 @@ mod tests {
         let size = std::fs::metadata(log_path(dir.path())).unwrap().len();
         assert!(size < 10_000, "{size}");
         assert!(last_log(dir.path()).unwrap().contains("12:00:00"));
+
+        // Trimming never cuts inside a character, whatever the log holds.
+        std::fs::write(log_path(dir.path()), "é".repeat(LOG_LIMIT as usize)).unwrap();
+        record(dir.path(), &report("2026-11-22T13:00:00+00:00", false)).unwrap();
+        assert!(last_log(dir.path()).unwrap().contains("13:00:00"));
     }
 }

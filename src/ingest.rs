@@ -101,7 +101,12 @@ pub fn settled(folder: &Path, settle: Duration, now: SystemTime) -> Readiness {
         }
     }
     if let Some((modified, name)) = newest {
-        let age = now.duration_since(modified).unwrap_or_default();
+        // A time in the future (a copy from a PC whose clock runs ahead) says nothing about
+        // when the copy ended; waiting for it could take hours, so it counts as settled.
+        let Ok(age) = now.duration_since(modified) else {
+            tracing::info!(folder = %folder.display(), file = %name, "modification time in the future");
+            return Readiness::Ready;
+        };
         if age < settle {
             return Readiness::Waiting(format!(
                 "{name} changed {} s ago (settle time {} s)",
@@ -210,6 +215,19 @@ mod tests {
             Readiness::Ready
         );
         assert_eq!(readiness(&session, Duration::ZERO, now), Readiness::Ready);
+    }
+
+    #[test]
+    fn files_from_the_future_count_as_settled() {
+        let root = tempfile::tempdir().unwrap();
+        let session = synthetic(root.path(), "s");
+        let ahead = SystemTime::now() + Duration::from_secs(3600);
+        for entry in std::fs::read_dir(&session).unwrap() {
+            let file = std::fs::File::open(entry.unwrap().path()).unwrap();
+            file.set_modified(ahead).unwrap();
+        }
+        let ready = readiness(&session, Duration::from_secs(60), SystemTime::now());
+        assert_eq!(ready, Readiness::Ready);
     }
 
     #[test]

@@ -209,6 +209,9 @@ pub fn validate(declaration: &Declaration, request: &Request) -> Vec<String> {
                 ));
             }
         }
+        "UploadToS3" | "ExportEcoTaxa" if missing_vignettes(request).is_some() => {
+            problems.extend(missing_vignettes(request));
+        }
         "UploadToS3" | "ExportEcoTaxa" if !request.context.contains_key("session_dir") => {
             // Without the session folder, its name (and the position it carries) comes from
             // the folder of the manifest, which must then be named after the experiment,
@@ -237,6 +240,28 @@ pub fn validate(declaration: &Declaration, request: &Request) -> Vec<String> {
         _ => {}
     }
     problems
+}
+
+/// A problem when a vignette the manifest lists is not in `vignettes/` beside it.
+fn missing_vignettes(request: &Request) -> Option<String> {
+    let manifest = first_file(request, "manifest");
+    let folder = manifest.parent()?.join("vignettes");
+    let mut reader = csv::Reader::from_path(&manifest).ok()?;
+    let column = reader.headers().ok()?.iter().position(|h| h == "file")?;
+    let mut missing = Vec::new();
+    for record in reader.records().flatten() {
+        let name = &record[column];
+        if crate::flowcam::lst::check_plain_file_name(name).is_err() || !folder.join(name).is_file()
+        {
+            missing.push(name.to_string());
+        }
+    }
+    let first = missing.first()?;
+    Some(format!(
+        "input `manifest`: {} of its vignettes are not in {} (the first: {first})",
+        missing.len(),
+        folder.display()
+    ))
 }
 
 /// The experiment a manifest's vignettes were named after (`<experiment>_<id>.tif`).

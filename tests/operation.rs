@@ -1273,3 +1273,47 @@ fn a_step_that_cannot_tell_its_session_asks_for_session_dir() {
     );
     assert!(!export.exists());
 }
+
+#[test]
+fn a_manifest_whose_vignettes_are_missing_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let bin = env!("CARGO_BIN_EXE_flowcam-pipeline");
+    let input = common::fixture_dir();
+    let run = std::process::Command::new(bin)
+        .args([
+            "-d",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--no-upload",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0));
+    let session_out = out.join(common::FIXTURE);
+    std::fs::remove_file(
+        session_out
+            .join("vignettes")
+            .join(format!("{}_8900.tif", common::FIXTURE)),
+    )
+    .unwrap();
+    let export = dir.path().join("export");
+    let request = format!(
+        r#"{{"context": {{"session_dir": "{}"}}, "inputs": {{"manifest": ["{o}/manifest.csv"], "metadata": ["{o}/metadata.csv"], "schema": ["{o}/metadata.schema.json"]}}, "outputs": "{}"}}"#,
+        input.display(),
+        export.display(),
+        o = session_out.display()
+    );
+    let output = std::process::Command::new(bin)
+        .args(["operation", "ExportEcoTaxa", &request])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("1 of its vignettes are not in") && stderr.contains("_8900.tif"),
+        "{stderr}"
+    );
+    assert!(!export.exists(), "nothing written");
+}

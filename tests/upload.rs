@@ -605,3 +605,24 @@ fn upload_ecotaxa_sends_the_zip_before_the_manifest() {
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
     assert_eq!(work.upload_report()["state"], "already_complete");
 }
+
+#[test]
+fn an_upload_api_redirect_is_not_taken_for_a_confirmation() {
+    let garage = Garage::shared();
+    let api = UploadApi::start(garage.client.clone());
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    let moved = format!("{}/moved", api.url);
+    let output = work.run(&["--api-url", &moved, "--s3-bucket", garage.bucket()]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("a redirect to"), "{stdout}");
+    assert!(stdout.contains("nothing was stored"), "{stdout}");
+    assert!(
+        work.ledger().is_empty(),
+        "nothing may be recorded as confirmed"
+    );
+    assert!(
+        api.take_requests().is_empty(),
+        "the real endpoint got nothing"
+    );
+}

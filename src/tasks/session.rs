@@ -136,11 +136,58 @@ impl Session {
     }
 }
 
-/// `path` made absolute without resolving symlinks, following them where it already exists
-/// so that "inside the input folder" is judged on real locations.
-fn absolute(path: &Path) -> PathBuf {
-    if let Ok(canonical) = path.canonicalize() {
-        return canonical;
+/// `path` made absolute on real locations, so that "inside the input folder" cannot be
+/// dodged with `..` or a symlink: the deepest part that exists is canonicalized and the
+/// rest (which cannot be a symlink yet) appended, with `..` and `.` resolved by name.
+pub fn absolute(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(canonical) = existing.canonicalize() {
+            let mut out = canonical;
+            for part in rest.iter().rev() {
+                match part {
+                    std::path::Component::ParentDir => {
+                        out.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    other => out.push(other.as_os_str()),
+                }
+            }
+            return out;
+        }
+        match (existing.parent(), existing.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last);
+                existing = parent;
+            }
+            _ => return path.clone(),
+        }
     }
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_reached_through_dotdot_or_a_symlink_is_still_inside_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("S_54.0_-2.0_04052023");
+        std::fs::create_dir_all(&input).unwrap();
+        std::fs::create_dir_all(dir.path().join("other")).unwrap();
+        let dotdot = dir.path().join("other/../S_54.0_-2.0_04052023/out");
+        assert!(matches!(
+            Session::new(&input, &dotdot, None),
+            Err(SessionError::OutputInsideInput { .. })
+        ));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&input, &link).unwrap();
+        assert!(matches!(
+            Session::new(&input, &link.join("out"), None),
+            Err(SessionError::OutputInsideInput { .. })
+        ));
+        assert!(Session::new(&input, &dir.path().join("other/out"), None).is_ok());
+    }
 }

@@ -83,7 +83,10 @@ impl ApiDestination {
             .enable_all()
             .build()
             .map_err(|e| UploadError::Destination(format!("cannot start the HTTP client: {e}")))?;
+        // A redirect would turn the POST into a GET (dropping the files) whose 2xx answer
+        // would look like a confirmation: never follow one.
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(600))
             .build()
@@ -135,6 +138,19 @@ impl ApiDestination {
         let status = response.status();
         if status.is_success() {
             return Ok(());
+        }
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(public_url)
+                .unwrap_or_else(|| "nowhere".to_string());
+            return Err(UploadError::Destination(format!(
+                "{place} answered HTTP {} (a redirect to {location}) for the {what}: nothing \
+                 was stored; give the final URL with --api-url",
+                status.as_u16()
+            )));
         }
         let body = response.text().await.unwrap_or_default();
         let message = format!(

@@ -47,6 +47,12 @@ impl UploadApi {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let router = Router::new()
             .route("/upload/", post(upload))
+            // A proxy that moved the service: a redirect to a page that answers 200.
+            .route(
+                "/moved/upload/",
+                post(|| async { axum::response::Redirect::to("/landing") }),
+            )
+            .route("/landing", axum::routing::get(|| async { "welcome" }))
             .layer(DefaultBodyLimit::disable())
             .with_state(app);
         runtime.spawn(async move { axum::serve(listener, router).await.unwrap() });
