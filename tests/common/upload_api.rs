@@ -47,10 +47,12 @@ impl UploadApi {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let router = Router::new()
             .route("/upload/", post(upload))
-            // A proxy that moved the service: a redirect to a page that answers 200.
+            // A proxy that moved the service: it reads the request, then redirects to a page
+            // that answers 200. (Reading first, as proxies do; answering before the body is
+            // in would make the client see a broken pipe instead.)
             .route(
                 "/moved/upload/",
-                post(|| async { axum::response::Redirect::to("/landing") }),
+                post(|_body: axum::body::Bytes| async { axum::response::Redirect::to("/landing") }),
             )
             .route("/landing", axum::routing::get(|| async { "welcome" }))
             .layer(DefaultBodyLimit::disable())
