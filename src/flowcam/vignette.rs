@@ -163,23 +163,25 @@ fn write_gps(dir: &mut Directory, position: &SamplePosition) -> Result<(), tiff:
     write_ascii(dir, Tag::Unknown(GPS_DATE_STAMP), &date)
 }
 
-/// |value| as degrees/1, minutes/1, seconds/10000: exact to well below the 4 decimals of a
-/// degree (about 1 cm) that folder names carry.
-fn degrees(value: f64) -> [Rational; 3] {
+/// The Software tag of every vignette, TIFF or PNG.
+pub const SOFTWARE: &str = concat!("flowcam-pipeline ", env!("CARGO_PKG_VERSION"));
+
+/// |value| as (numerator, denominator) pairs degrees/1, minutes/1, seconds/10000: exact to
+/// well below the 4 decimals of a degree (about 1 cm) that folder names carry. Shared by
+/// the TIFF and PNG writers so their GPS tags agree.
+pub fn degrees_minutes_seconds(value: f64) -> [(u32, u32); 3] {
     let total = (value.abs() * 3600.0 * 10_000.0).round() as u64; // 1/10000 arc-seconds
     let per_degree = 3600 * 10_000;
     let per_minute = 60 * 10_000;
-    let d = total / per_degree;
-    let m = (total % per_degree) / per_minute;
-    let s = total % per_minute;
     [
-        Rational { n: d as u32, d: 1 },
-        Rational { n: m as u32, d: 1 },
-        Rational {
-            n: s as u32,
-            d: 10_000,
-        },
+        ((total / per_degree) as u32, 1),
+        (((total % per_degree) / per_minute) as u32, 1),
+        ((total % per_minute) as u32, 10_000),
     ]
+}
+
+fn degrees(value: f64) -> [Rational; 3] {
+    degrees_minutes_seconds(value).map(|(n, d)| Rational { n, d })
 }
 
 /// Pads the file to an even offset. The encoder writes values back to back, but TIFF wants

@@ -277,7 +277,6 @@ impl Plan for Pages<'_> {
             bail!("{}", outside.join("; "));
         }
         let position = self.task.session.name.position;
-        let software = concat!("flowcam-pipeline ", env!("CARGO_PKG_VERSION"));
         let mut description = String::new();
         let mut sizes = Vec::with_capacity(crops.len());
         for (i, row, (pixels, w, h)) in crops {
@@ -296,7 +295,7 @@ impl Plan for Pages<'_> {
                 taken: taken.as_deref(),
                 taken_subsec: time.and_then(|t| t.fraction),
                 position: position.as_ref(),
-                software,
+                software: vignette::SOFTWARE,
             };
             let bytes = vignette::encode(&pixels, w, h, collage.format, &tags)
                 .with_context(|| format!("particle {}: encoding vignette", &row[c.id]))?;

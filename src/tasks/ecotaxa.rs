@@ -20,6 +20,7 @@
 use crate::engine::{Digest, Item, Parameters, Plan, Staging, Task, TaskRef};
 use crate::flowcam::SamplePosition;
 use crate::flowcam::lst::{Field, check_plain_file_name, parse_timestamp};
+use crate::flowcam::vignette::{SOFTWARE, degrees_minutes_seconds};
 use crate::tasks::Session;
 use crate::tasks::read_metadata::Schema;
 use anyhow::{Context, bail};
@@ -589,24 +590,13 @@ fn exif(values: &ExifValues) -> std::io::Result<Vec<u8>> {
     m.encode()
 }
 
-/// The Software tag, as DecollageImages writes it.
-const SOFTWARE: &str = concat!("flowcam-pipeline ", env!("CARGO_PKG_VERSION"));
-
-/// |value| as degrees/1, minutes/1, seconds/10000, exactly as `flowcam::vignette` writes
-/// it into the TIFF.
+/// |value| as degrees, minutes and seconds, exactly as `flowcam::vignette` writes it into
+/// the TIFF.
 fn degrees(value: f64) -> [uR64; 3] {
-    let total = (value.abs() * 3600.0 * 10_000.0).round() as u64; // 1/10000 arc-seconds
-    let per_degree = 3600 * 10_000;
-    let per_minute = 60 * 10_000;
-    let rational = |nominator: u64, denominator: u32| uR64 {
-        nominator: nominator as u32,
+    degrees_minutes_seconds(value).map(|(nominator, denominator)| uR64 {
+        nominator,
         denominator,
-    };
-    [
-        rational(total / per_degree, 1),
-        rational((total % per_degree) / per_minute, 1),
-        rational(total % per_minute, 10_000),
-    ]
+    })
 }
 
 #[cfg(test)]
