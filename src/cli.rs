@@ -10,7 +10,7 @@ use crate::progress::{Progress, ProgressMode};
 use crate::tasks::{
     DecollageOptions, Delivery, FlowCamPipeline, PipelineOptions, Session, UploadOptions,
 };
-use crate::upload::{ApiSettings, DestinationConfig, S3Settings};
+use crate::upload::{DestinationConfig, DestinationOptions, S3Settings};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use rayon::prelude::*;
@@ -206,22 +206,15 @@ impl UploadArgs {
             }
             return None;
         };
-        let destination = match &self.api_url {
-            Some(url) => DestinationConfig::Api(ApiSettings {
-                url: url.clone(),
-                bucket,
-                batch_size: self.api_batch_size,
-                concurrency: self.upload_concurrency,
-            }),
-            None => {
-                let mut s3 = S3Settings::new(bucket);
-                s3.endpoint = S3Settings::endpoint_from(self.s3_endpoint.as_deref())
-                    .or_else(|| self.config_endpoint.clone());
-                s3.concurrency = self.upload_concurrency;
-                s3.create_bucket = self.create_bucket;
-                DestinationConfig::S3(s3)
-            }
-        };
+        let destination = DestinationConfig::new(DestinationOptions {
+            bucket,
+            api_url: self.api_url.clone(),
+            endpoint: S3Settings::endpoint_from(self.s3_endpoint.as_deref())
+                .or_else(|| self.config_endpoint.clone()),
+            api_batch_size: self.api_batch_size,
+            concurrency: self.upload_concurrency,
+            create_bucket: self.create_bucket,
+        });
         Some(Delivery {
             destination,
             options: UploadOptions {

@@ -20,7 +20,7 @@ use crate::tasks::{
     DecollageImages, DecollageOptions, ReadMetadata, Session, UploadOptions, UploadToS3,
     ecotaxa::ExportEcoTaxa,
 };
-use crate::upload::{ApiSettings, DestinationConfig, S3Settings};
+use crate::upload::{DestinationConfig, DestinationOptions, S3Settings};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -403,22 +403,14 @@ fn build(declaration: &Declaration, request: &Request) -> anyhow::Result<TaskRef
             let session = Session::at(&session_from("manifest"), &out, experiment)?;
             std::fs::create_dir_all(&out)?;
             stage_tables(request, &out, true)?;
-            let bucket = text("s3-bucket").unwrap_or_default();
-            let destination = match text("api-url") {
-                Some(url) => DestinationConfig::Api(ApiSettings {
-                    url,
-                    bucket,
-                    batch_size: number("api-batch-size"),
-                    concurrency: number("upload-concurrency"),
-                }),
-                None => {
-                    let mut s3 = S3Settings::new(bucket);
-                    s3.endpoint = S3Settings::endpoint_from(text("s3-endpoint").as_deref());
-                    s3.concurrency = number("upload-concurrency");
-                    s3.create_bucket = flag("create-bucket");
-                    DestinationConfig::S3(s3)
-                }
-            };
+            let destination = DestinationConfig::new(DestinationOptions {
+                bucket: text("s3-bucket").unwrap_or_default(),
+                api_url: text("api-url"),
+                endpoint: S3Settings::endpoint_from(text("s3-endpoint").as_deref()),
+                api_batch_size: number("api-batch-size"),
+                concurrency: number("upload-concurrency"),
+                create_bucket: flag("create-bucket"),
+            });
             let options = UploadOptions {
                 prefix: text("s3-prefix"),
                 verify_remote: flag("verify-remote"),

@@ -21,7 +21,40 @@ pub enum DestinationConfig {
     Api(ApiSettings),
 }
 
+/// What selects and tunes a destination, as the command line, the configuration file and
+/// the operation bridge give it.
+#[derive(Debug, Clone)]
+pub struct DestinationOptions {
+    pub bucket: String,
+    /// The upload API; `None` means S3 directly.
+    pub api_url: Option<String>,
+    /// The S3 endpoint, already resolved (command line, environment, file).
+    pub endpoint: Option<String>,
+    pub api_batch_size: usize,
+    pub concurrency: usize,
+    pub create_bucket: bool,
+}
+
 impl DestinationConfig {
+    /// The upload API when a URL is given, else S3.
+    pub fn new(options: DestinationOptions) -> DestinationConfig {
+        match options.api_url {
+            Some(url) => DestinationConfig::Api(ApiSettings {
+                url,
+                bucket: options.bucket,
+                batch_size: options.api_batch_size,
+                concurrency: options.concurrency,
+            }),
+            None => {
+                let mut s3 = S3Settings::new(options.bucket);
+                s3.endpoint = options.endpoint;
+                s3.concurrency = options.concurrency;
+                s3.create_bucket = options.create_bucket;
+                DestinationConfig::S3(s3)
+            }
+        }
+    }
+
     /// Names the destination in messages, stamps and the ledger; never holds a secret.
     pub fn describe(&self) -> String {
         match self {
