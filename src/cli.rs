@@ -646,6 +646,31 @@ impl Observer for Observers {
     }
 }
 
+/// The sessions `--directory` names: itself, when it is a session folder (or is missing,
+/// which the session's setup then reports, naming it), else those under it. The flag says
+/// which.
+fn sessions_at(
+    directory: &Path,
+    recursive: bool,
+    output_root: &Path,
+) -> Result<(bool, Vec<PathBuf>), u8> {
+    if crate::ingest::is_session(directory) || !directory.is_dir() {
+        return Ok((true, vec![directory.to_path_buf()]));
+    }
+    match crate::ingest::find_sessions(directory, recursive, output_root) {
+        Ok(found) => Ok((false, found)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(exit::SETUP)
+        }
+    }
+}
+
+/// `--settle-seconds`, else 0 for a session folder given directly and 60 under a root.
+fn settle_time(given: Option<u64>, single: bool) -> Duration {
+    Duration::from_secs(given.unwrap_or(if single { 0 } else { 60 }))
+}
+
 fn run(args: &RunArgs) -> u8 {
     let directory = args
         .session
@@ -653,20 +678,10 @@ fn run(args: &RunArgs) -> u8 {
         .as_deref()
         .expect("clap requires --directory");
     let output_root = &args.session.output_directory;
-    let single = crate::ingest::is_session(directory);
-    let folders = if single || !directory.is_dir() {
-        // A missing folder is reported by the session's setup, naming it.
-        vec![directory.to_path_buf()]
-    } else {
-        match crate::ingest::find_sessions(directory, args.tasks.recursive, output_root) {
-            Ok(found) => found,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::SETUP;
-            }
-        }
+    let (single, folders) = match sessions_at(directory, args.tasks.recursive, output_root) {
+        Ok(found) => found,
+        Err(code) => return code,
     };
-    let single = single || !directory.is_dir();
     if !single && args.session.experiment_name.is_some() {
         eprintln!(
             "error: --experiment-name names one session, and {} holds several; give it with \
@@ -679,7 +694,7 @@ fn run(args: &RunArgs) -> u8 {
         output_root: output_root.clone(),
         experiment_name: args.session.experiment_name.clone(),
         sessions: args.sessions,
-        settle: Duration::from_secs(args.settle_seconds.unwrap_or(if single { 0 } else { 60 })),
+        settle: settle_time(args.settle_seconds, single),
         wait_for_collages: !single,
         force: args.force,
         skip_complete: !single,
@@ -870,19 +885,11 @@ fn status(args: &StatusArgs) -> u8 {
         .as_deref()
         .or(args.directory.as_deref())
         .expect("clap requires a folder");
-    let single = crate::ingest::is_session(directory) || !directory.is_dir();
-    let folders = if single {
-        vec![directory.to_path_buf()]
-    } else {
-        match crate::ingest::find_sessions(directory, args.tasks.recursive, &args.output_directory)
-        {
+    let (single, folders) =
+        match sessions_at(directory, args.tasks.recursive, &args.output_directory) {
             Ok(found) => found,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::SETUP;
-            }
-        }
-    };
+            Err(code) => return code,
+        };
     if single && !directory.is_dir() {
         eprintln!("error: session folder {}: not found", directory.display());
         return exit::SETUP;
@@ -894,7 +901,7 @@ fn status(args: &StatusArgs) -> u8 {
     } else {
         None
     };
-    let settle = Duration::from_secs(args.settle_seconds.unwrap_or(if single { 0 } else { 60 }));
+    let settle = settle_time(args.settle_seconds, single);
     let statuses: Vec<SessionStatus> = folders
         .iter()
         .map(|folder| {
