@@ -14,14 +14,7 @@ use std::time::{Duration, SystemTime};
 
 /// Whether a folder holds a `.lst` file (any case).
 pub fn is_session(folder: &Path) -> bool {
-    std::fs::read_dir(folder).is_ok_and(|entries| {
-        entries.flatten().any(|e| {
-            let path = e.path();
-            path.extension()
-                .is_some_and(|x| x.eq_ignore_ascii_case("lst"))
-                && e.file_type().is_ok_and(|t| t.is_file())
-        })
-    })
+    lst::files_in(folder).is_ok_and(|found| !found.is_empty())
 }
 
 /// The sessions at `root`: the root itself when it is one, else the session folders one
@@ -120,12 +113,9 @@ pub fn settled(folder: &Path, settle: Duration, now: SystemTime) -> Readiness {
 
 /// Waiting while the `.lst` names a collage page that is not in the folder.
 fn collages_present(folder: &Path) -> Readiness {
-    let lst = std::fs::read_dir(folder).ok().and_then(|entries| {
-        entries
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.is_file() && p.extension().is_some_and(|x| x.eq_ignore_ascii_case("lst")))
-    });
+    let lst = lst::files_in(folder)
+        .ok()
+        .and_then(|found| found.into_iter().next());
     let Some(lst) = lst else {
         return Readiness::Ready;
     };

@@ -189,18 +189,7 @@ pub fn validate(declaration: &Declaration, request: &Request) -> Vec<String> {
     }
     match declaration.task.as_str() {
         "ReadMetadata" => {
-            let lst_files = std::fs::read_dir(&session_dir)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .filter(|e| {
-                            e.path()
-                                .extension()
-                                .is_some_and(|x| x.eq_ignore_ascii_case("lst"))
-                        })
-                        .count()
-                })
-                .unwrap_or(0);
+            let lst_files = crate::flowcam::lst::files_in(&session_dir).map_or(0, |f| f.len());
             if lst_files > 1 {
                 problems.push(format!(
                     "input `lst`: its folder {} holds {lst_files} .lst files; a session folder \
@@ -209,10 +198,14 @@ pub fn validate(declaration: &Declaration, request: &Request) -> Vec<String> {
                 ));
             }
         }
-        "UploadToS3" | "ExportEcoTaxa" if missing_vignettes(request).is_some() => {
-            problems.extend(missing_vignettes(request));
-        }
-        "UploadToS3" | "ExportEcoTaxa" if !request.context.contains_key("session_dir") => {
+        "UploadToS3" | "ExportEcoTaxa" => {
+            if let Some(missing) = missing_vignettes(request) {
+                problems.push(missing);
+                return problems;
+            }
+            if request.context.contains_key("session_dir") {
+                return problems;
+            }
             // Without the session folder, its name (and the position it carries) comes from
             // the folder of the manifest, which must then be named after the experiment,
             // as the pipeline's output folders are.
@@ -246,14 +239,12 @@ pub fn validate(declaration: &Declaration, request: &Request) -> Vec<String> {
 fn missing_vignettes(request: &Request) -> Option<String> {
     let manifest = first_file(request, "manifest");
     let folder = manifest.parent()?.join("vignettes");
-    let mut reader = csv::Reader::from_path(&manifest).ok()?;
-    let column = reader.headers().ok()?.iter().position(|h| h == "file")?;
     let mut missing = Vec::new();
-    for record in reader.records().flatten() {
-        let name = &record[column];
-        if crate::flowcam::lst::check_plain_file_name(name).is_err() || !folder.join(name).is_file()
+    for (name, _) in manifest_vignettes(&manifest).ok()? {
+        if crate::flowcam::lst::check_plain_file_name(&name).is_err()
+            || !folder.join(&name).is_file()
         {
-            missing.push(name.to_string());
+            missing.push(name);
         }
     }
     let first = missing.first()?;
@@ -266,14 +257,27 @@ fn missing_vignettes(request: &Request) -> Option<String> {
 
 /// The experiment a manifest's vignettes were named after (`<experiment>_<id>.tif`).
 fn manifest_experiment(manifest: &Path) -> Option<String> {
-    let mut reader = csv::Reader::from_path(manifest).ok()?;
-    let headers = reader.headers().ok()?.clone();
-    let file = headers.iter().position(|h| h == "file")?;
-    let id = headers.iter().position(|h| h == "particle_id")?;
-    let row = reader.records().next()?.ok()?;
-    row[file]
-        .strip_suffix(&format!("_{}.tif", &row[id]))
+    let (file, id) = manifest_vignettes(manifest).ok()?.into_iter().next()?;
+    file.strip_suffix(&format!("_{}.tif", id?))
         .map(str::to_string)
+}
+
+/// The vignettes a manifest lists: its `file` column, with `particle_id` when it has one.
+fn manifest_vignettes(manifest: &Path) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    let mut reader = csv::Reader::from_path(manifest)?;
+    let headers = reader.headers()?.clone();
+    let file = headers
+        .iter()
+        .position(|h| h == "file")
+        .ok_or_else(|| anyhow::anyhow!("{}: no file column", manifest.display()))?;
+    let id = headers.iter().position(|h| h == "particle_id");
+    reader
+        .records()
+        .map(|record| {
+            let record = record?;
+            Ok((record[file].to_string(), id.map(|i| record[i].to_string())))
+        })
+        .collect()
 }
 
 /// The FlowCam session folder a request works on: `context.session_dir`, else the folder
@@ -353,14 +357,7 @@ fn stage_tables(request: &Request, out: &Path, vignettes: bool) -> anyhow::Resul
             .parent()
             .unwrap_or(Path::new("."))
             .join("vignettes");
-        let mut reader = csv::Reader::from_path(&manifest)?;
-        let column = reader
-            .headers()?
-            .iter()
-            .position(|h| h == "file")
-            .ok_or_else(|| anyhow::anyhow!("{}: no file column", manifest.display()))?;
-        for record in reader.records() {
-            let name = record?[column].to_string();
+        for (name, _) in manifest_vignettes(&manifest)? {
             crate::flowcam::lst::check_plain_file_name(&name).map_err(anyhow::Error::msg)?;
             stage(&from.join(&name), &out.join("vignettes").join(&name))?;
         }

@@ -222,6 +222,23 @@ pub fn read_to_csv(path: &Path) -> anyhow::Result<(ListHeader, Vec<u8>)> {
 /// Validates `bytes` as the contents of `path` and hands its field declarations, then each
 /// valid row, to `each`. Any problem makes the whole list an error (what was already handed
 /// over is then to be dropped).
+/// The `.lst` files (any case) directly in `folder`, sorted: a session folder holds one.
+pub fn files_in(folder: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(folder)? {
+        let path = entry?.path();
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("lst"))
+            && path.is_file()
+        {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 pub fn parse_rows(
     path: &Path,
     bytes: &[u8],

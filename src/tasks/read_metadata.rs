@@ -29,17 +29,7 @@ impl ReadMetadata {
     /// The session's one `.lst` file.
     fn lst(&self) -> anyhow::Result<PathBuf> {
         let dir = &self.session.input;
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))? {
-            let path = entry?.path();
-            let is_lst = path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("lst"));
-            if is_lst && path.is_file() {
-                found.push(path);
-            }
-        }
-        found.sort();
+        let mut found = lst::files_in(dir).with_context(|| format!("{}", dir.display()))?;
         match found.len() {
             1 => Ok(found.pop().expect("one")),
             0 => bail!("no .lst particle list in session folder {}", dir.display()),
