@@ -19,15 +19,6 @@ fn run_bin(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 fn run_report(out: &Path, experiment: &str) -> serde_json::Value {
     let path = out.join(experiment).join("run-report.json");
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()

@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::text;
 use flowcam_pipeline::synthetic::SyntheticSession;
 use serde_json::Value;
 use std::fs::{self, File, FileTimes};
@@ -49,16 +50,6 @@ fn stdout(output: &Output) -> String {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Everything about a finished command, for assertion messages.
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        stdout(output),
-        stderr(output)
-    )
 }
 
 fn s(path: &Path) -> &str {

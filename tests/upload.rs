@@ -158,15 +158,6 @@ impl Workplace {
     }
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 fn md5_hex(path: &Path) -> String {
     hex::encode(Md5::digest(std::fs::read(path).unwrap()))
 }

@@ -104,3 +104,13 @@ pub fn metadata_rows(session: &Session) -> HashMap<String, HashMap<String, Strin
         .map(|row| (row["id"].clone(), row))
         .collect()
 }
+
+/// Everything about a finished command, for assertion messages.
+pub fn text(output: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
