@@ -37,12 +37,12 @@ impl Staging {
     pub fn write(&mut self, target: impl Into<PathBuf>, bytes: &[u8]) -> io::Result<()> {
         let target = target.into();
         let temp = temp_path(&target);
-        let result = match File::create(&temp) {
+        let result = match create_temp(&temp) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some(parent) = target.parent() {
                     fs::create_dir_all(parent)?;
                 }
-                File::create(&temp)
+                create_temp(&temp)
             }
             other => other,
         };
@@ -110,6 +110,26 @@ impl Drop for Staging {
             let _ = fs::remove_file(temp);
         }
     }
+}
+
+/// Creates a temporary as a new file, never through whatever is already at its name: a
+/// stale entry (a leftover, or a symlink planted there to make us write elsewhere) is
+/// removed first, and the file is opened with `O_CREAT | O_EXCL | O_NOFOLLOW`, so that if
+/// anything reappears at the name in between, the write fails instead of leaving the folder.
+fn create_temp(temp: &Path) -> io::Result<File> {
+    match fs::remove_file(temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(with_path(e, temp)),
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    options.open(temp)
 }
 
 /// Atomically replaces `target` with `bytes`, durable when this returns.

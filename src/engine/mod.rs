@@ -8,14 +8,21 @@
 //! Task lifecycle, as the runner drives it:
 //!
 //! ```text
-//!   requirements failed? ──yes──> Blocked
+//!   requirements failed? ──yes──> Blocked      (interrupted? ──> Interrupted)
 //!          │ no
-//!   stamp matches && targets exist && !force ──yes──> AlreadyComplete
+//!   stamp matches && targets exist && every item's files are on disk as recorded
+//!     && no temporaries left && !force ──yes──> AlreadyComplete
+//!          │ no
+//!   stop flag set? ──yes──> Interrupted
 //!          │ no
 //!   delete stamp ─> prepare (serial, plans items)
-//!          ─> run_item for each item whose marker is stale (parallel, per-item resume)
+//!          ─> run_item for each item whose marker is stale or whose files are missing
+//!             or changed (parallel, per-item resume; no new item once the stop flag is set)
+//!          ─> remove orphans: files no item of this plan produces (after all commits)
 //!          ─> any item failed? ──yes──> Failed (good items keep their outputs and markers)
-//!          ─> finish (serial) ─> commit ─> write stamp (last) ─> Ran
+//!          ─> stopped? ──yes──> Interrupted (done items keep theirs)
+//!          ─> every item's files still as recorded? ──no──> redo those items once
+//!          ─> finish (serial) ─> commit ─> sweep temporaries ─> write stamp (last) ─> Ran
 //! ```
 //!
 //! Every byte a task writes goes through [`Staging`]: temporary files beside their targets,
@@ -29,11 +36,12 @@ pub mod report;
 pub mod runner;
 pub mod stamp;
 pub mod task;
+pub mod workers;
 
 pub use atomic::{Staging, write_file};
 pub use fingerprint::{Digest, FileFingerprint};
 pub use lock::{LockError, WorkspaceLock};
 pub use report::{ItemCounts, RunReport, TaskReport, TaskState};
 pub use runner::{GraphError, Runner};
-pub use stamp::Freshness;
+pub use stamp::{Freshness, OutputCheck, OutputProblem};
 pub use task::{Item, NoWork, Parameters, Plan, StopTask, Task, TaskRef};

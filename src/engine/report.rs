@@ -12,6 +12,9 @@ pub enum TaskState {
     Failed,
     /// Not attempted because a requirement failed.
     Blocked,
+    /// Stopped by a signal (SIGTERM, SIGINT) before all its items ran, or never started
+    /// because of it; a rerun resumes it.
+    Interrupted,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -44,6 +47,9 @@ pub struct RunReport {
     pub tool_version: String,
     pub started_at: String,
     pub duration_ms: u64,
+    /// The run was stopped by a signal before everything was done.
+    #[serde(default)]
+    pub interrupted: bool,
     pub tasks: Vec<TaskReport>,
 }
 
@@ -77,6 +83,10 @@ impl RunReport {
             (
                 TaskState::Blocked,
                 "were left pending because a requirement failed",
+            ),
+            (
+                TaskState::Interrupted,
+                "were interrupted (a rerun resumes them)",
             ),
         ];
         for (state, label) in groups {
@@ -112,6 +122,8 @@ impl RunReport {
         }
         let verdict = if self.succeeded() {
             "This progress looks :) because there were no failed tasks"
+        } else if self.interrupted && !self.tasks.iter().any(|t| t.state == TaskState::Failed) {
+            "This progress looks :| because the run was interrupted"
         } else {
             "This progress looks :( because there were failed tasks"
         };

@@ -2,15 +2,15 @@
 //! module documentation of [`crate::engine`]).
 
 use crate::engine::report::{ItemCounts, RunReport, TaskReport, TaskState};
-use crate::engine::stamp::{self, Freshness, Stamp};
+use crate::engine::stamp::{self, Freshness, ItemMarker, OutputCheck, OutputRecord, Stamp};
+use crate::engine::workers::{self, Slots};
 use crate::engine::{
     Digest, FileFingerprint, Item, Plan, Staging, StopTask, Task, TaskRef, write_file,
 };
-use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -31,34 +31,52 @@ pub trait Observer: Send + Sync {
 struct Silent;
 impl Observer for Silent {}
 
-/// Runs task graphs. Holds no state between runs besides its thread pool.
+/// Runs task graphs. Holds no state between runs besides its CPU slots.
 pub struct Runner {
     tool_version: String,
     force: bool,
-    pool: rayon::ThreadPool,
+    /// Threads a CPU-bound task may use, and CPU slots shared by all tasks running at once.
+    slots: Slots,
     observer: Box<dyn Observer>,
-}
-
-/// What an item marker vouches for: the item's identity digest and the files it produced.
-#[derive(Serialize, Deserialize)]
-struct ItemMarker {
-    digest: String,
-    outputs: Vec<PathBuf>,
+    /// Set from outside (a signal handler): start no more items or tasks.
+    stop: Arc<AtomicBool>,
 }
 
 impl Runner {
-    /// `workers` = 0 means one per core.
+    /// `workers` = 0 means one per core. No thread starts until a task has items to run.
     pub fn new(tool_version: impl Into<String>, workers: usize) -> Runner {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(workers)
-            .thread_name(|i| format!("worker-{i}"))
-            .build()
-            .expect("thread pool");
+        let workers = match workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         Runner {
             tool_version: tool_version.into(),
             force: false,
-            pool,
+            slots: Slots::new(workers),
             observer: Box::new(Silent),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A flag that, once set (say, by a SIGTERM handler), makes the runner start no further
+    /// item or task: items in flight finish and commit (or drop their temporaries), and the
+    /// run ends with the unfinished tasks [`TaskState::Interrupted`].
+    pub fn stop_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = flag;
+        self
+    }
+
+    /// Whether the stop flag is set.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// What is on disk of `task`'s per-item outputs against its stamp (nothing to check
+    /// without a stamp).
+    pub fn outputs(task: &dyn Task) -> OutputCheck {
+        match stamp::read(&stamp::stamp_path(task)) {
+            Ok(Some(stamp)) => stamp::check_outputs(task, &stamp),
+            _ => OutputCheck::default(),
         }
     }
 
@@ -144,12 +162,18 @@ impl Runner {
                 errors: Vec::new(),
                 duration_ms: 0,
             };
-            let blocked_by = deps
-                .iter()
-                .map(|&d| &reports[d])
-                .find(|r| matches!(r.state, TaskState::Failed | TaskState::Blocked));
+            let blocked_by = deps.iter().map(|&d| &reports[d]).find(|r| {
+                matches!(
+                    r.state,
+                    TaskState::Failed | TaskState::Blocked | TaskState::Interrupted
+                )
+            });
             if let Some(dep) = blocked_by {
-                report.state = TaskState::Blocked;
+                report.state = if dep.state == TaskState::Interrupted {
+                    TaskState::Interrupted
+                } else {
+                    TaskState::Blocked
+                };
                 report.reason = Some(format!("requirement {} did not complete", dep.id));
             } else {
                 let upstream_ran = deps.iter().any(|&d| reports[d].state == TaskState::Ran);
@@ -160,6 +184,10 @@ impl Runner {
                     }
                     _ if task.outputs().is_empty() => {
                         // A wrapper: its requirements did the work.
+                    }
+                    _ if self.stopped() => {
+                        report.state = TaskState::Interrupted;
+                        report.reason = Some("the run was interrupted before it started".into());
                     }
                     freshness => {
                         report.reason = Some(match freshness {
@@ -175,14 +203,25 @@ impl Runner {
                             self.execute(task.as_ref(), &mut report.items)
                         }))
                         .unwrap_or_else(|panic| {
-                            Err(vec![format!(
+                            Execution::Failed(vec![format!(
                                 "internal error (panic): {}",
                                 panic_message(panic.as_ref())
                             )])
                         });
-                        if let Err(errors) = outcome {
-                            report.state = TaskState::Failed;
-                            report.errors = errors;
+                        match outcome {
+                            Execution::Done => {}
+                            Execution::Failed(errors) => {
+                                report.state = TaskState::Failed;
+                                report.errors = errors;
+                            }
+                            Execution::Interrupted => {
+                                report.state = TaskState::Interrupted;
+                                report.reason = Some(format!(
+                                    "interrupted with {} of its {} items done; a rerun resumes it",
+                                    report.items.ran + report.items.skipped,
+                                    report.items.total
+                                ));
+                            }
                         }
                     }
                 }
@@ -195,12 +234,25 @@ impl Runner {
             tool_version: self.tool_version.clone(),
             started_at,
             duration_ms: start.elapsed().as_millis() as u64,
+            interrupted: reports.iter().any(|r| r.state == TaskState::Interrupted),
             tasks: reports,
         })
     }
 
-    /// Runs one task: prepare, the items that are not done (in parallel), finish, stamp.
-    fn execute(&self, task: &dyn Task, counts: &mut ItemCounts) -> Result<(), Vec<String>> {
+    /// Runs one task: prepare, the items that are not done (in parallel), a check that
+    /// every item's files are on disk, finish, a sweep of temporaries, stamp.
+    fn execute(&self, task: &dyn Task, counts: &mut ItemCounts) -> Execution {
+        match self.try_execute(task, counts) {
+            Ok(execution) => execution,
+            Err(errors) => Execution::Failed(errors),
+        }
+    }
+
+    fn try_execute(
+        &self,
+        task: &dyn Task,
+        counts: &mut ItemCounts,
+    ) -> Result<Execution, Vec<String>> {
         let one = |e: anyhow::Error| vec![format!("{e:#}")];
         // Whatever happens next, the old stamp must not vouch for half-replaced outputs.
         let stamp_path = stamp::stamp_path(task);
@@ -225,11 +277,13 @@ impl Runner {
             .str(&parameters);
         let marker_dir = stamp::item_marker_dir(task);
         let markers = plan.item_markers();
+        // Per item: its digest, its marker, and what its marker says now.
+        let mut slots: Vec<ItemSlot> = Vec::with_capacity(items.len());
         let mut todo = Vec::new();
-        let mut current_markers = HashSet::new();
         for (index, item) in items.iter().enumerate() {
             if !markers {
-                todo.push((index, String::new(), None));
+                slots.push(ItemSlot::default());
+                todo.push(index);
                 continue;
             }
             let mut digest = base.clone().str(&item.key).str(&item.fingerprint);
@@ -240,13 +294,18 @@ impl Runner {
                 }
                 digest = digest.file(input, fingerprint);
             }
-            let digest = digest.hex();
-            let marker_name = stamp::item_marker_name(&item.key);
-            let marker = marker_dir.join(&marker_name);
-            current_markers.insert(marker_name);
-            if self.force || !item_done(&marker, &digest) {
-                todo.push((index, digest, Some(marker)));
+            let name = stamp::item_marker_name(&item.key);
+            let previous = stamp::read_marker(&marker_dir.join(&name));
+            let slot = ItemSlot {
+                digest: digest.hex(),
+                marker: Some(marker_dir.join(&name)),
+                name,
+                previous,
+            };
+            if self.force || !slot.done() {
+                todo.push(index);
             }
+            slots.push(slot);
         }
         counts.skipped = items.len() - todo.len() + plan.already_done();
         counts.total += plan.already_done();
@@ -256,44 +315,20 @@ impl Runner {
         }
 
         self.observer.task_started(&task.id(), todo.len());
-        let task_id = task.id();
-        let own_pool = match plan.concurrency() {
-            Some(n) if n != self.pool.current_num_threads() => Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .thread_name(|i| format!("io-worker-{i}"))
-                    .build()
-                    .map_err(|e| vec![format!("cannot start {n} workers: {e}")])?,
-            ),
-            _ => None,
-        };
-        let pool = own_pool.as_ref().unwrap_or(&self.pool);
-        let stopped = AtomicBool::new(false);
-        let results: Vec<ItemOutcome> = pool.install(|| {
-            todo.par_iter()
-                .with_max_len(1)
-                .map(|(index, digest, marker)| {
-                    if stopped.load(Ordering::Relaxed) {
-                        return ItemOutcome::NotAttempted;
-                    }
-                    let item = &items[*index];
-                    let outcome = run_item(plan.as_ref(), *index, item, digest, marker.as_deref());
-                    if matches!(outcome, ItemOutcome::Stopped(_)) {
-                        stopped.store(true, Ordering::Relaxed);
-                    }
-                    self.observer.item_finished(
-                        &task_id,
-                        &item.key,
-                        matches!(outcome, ItemOutcome::Done),
-                    );
-                    outcome
-                })
-                .collect()
-        });
+        let outcomes = self.run_items(task, plan.as_ref(), &items, &slots, &todo);
         let mut errors: Vec<String> = Vec::new();
-        for outcome in results {
+        let mut produced: Vec<Option<Vec<OutputRecord>>> = slots
+            .iter()
+            .map(|s| s.previous.as_ref().map(|m| m.outputs.clone()))
+            .collect();
+        let mut replaced: Vec<PathBuf> = Vec::new();
+        for (&index, outcome) in todo.iter().zip(outcomes) {
             match outcome {
-                ItemOutcome::Done => counts.ran += 1,
+                ItemOutcome::Done(outputs) => {
+                    counts.ran += 1;
+                    replaced.extend(produced_no_longer(&produced[index], &outputs));
+                    produced[index] = Some(outputs);
+                }
                 ItemOutcome::NotAttempted => counts.not_attempted += 1,
                 ItemOutcome::Failed(e) | ItemOutcome::Stopped(e) => {
                     counts.failed += 1;
@@ -304,26 +339,173 @@ impl Runner {
                 }
             }
         }
+        if markers {
+            // Only now that every item has committed: a file is an orphan only if no item of
+            // this plan produces it (a particle moved to another page keeps its vignette,
+            // whichever page ran first).
+            let current: HashSet<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+            remove_orphans(&marker_dir, &current, &produced, replaced);
+        }
         if !errors.is_empty() {
-            return Err(errors);
+            return Ok(Execution::Failed(errors));
+        }
+        if counts.not_attempted > 0 {
+            return Ok(Execution::Interrupted);
         }
         if markers {
-            remove_orphan_items(&marker_dir, &current_markers);
+            // Before the task's own outputs (a manifest) and its stamp vouch for them, every
+            // file of every item must be there as recorded: something may have deleted or
+            // changed one since it was written. Such items run again, once; if their files
+            // change again, the task fails naming them.
+            for round in 0..2 {
+                let broken: Vec<usize> = (0..items.len())
+                    .filter(|&i| intact(&produced[i]).is_err())
+                    .collect();
+                if broken.is_empty() {
+                    break;
+                }
+                if round == 1 {
+                    return Err(broken
+                        .iter()
+                        .filter_map(|&i| intact(&produced[i]).err().map(|p| (i, p)))
+                        .map(|(i, p)| {
+                            format!(
+                                "{}: {p}, changed by something else during the run",
+                                items[i].key
+                            )
+                        })
+                        .collect());
+                }
+                tracing::warn!(
+                    task = %task.id(),
+                    items = broken.len(),
+                    "files changed during the run; redoing their items"
+                );
+                let outcomes = self.run_items(task, plan.as_ref(), &items, &slots, &broken);
+                for (&index, outcome) in broken.iter().zip(outcomes) {
+                    match outcome {
+                        ItemOutcome::Done(outputs) => produced[index] = Some(outputs),
+                        ItemOutcome::NotAttempted => return Ok(Execution::Interrupted),
+                        ItemOutcome::Failed(e) | ItemOutcome::Stopped(e) => return Err(vec![e]),
+                    }
+                }
+            }
         }
 
         let mut staging = Staging::new();
         plan.finish(&mut staging).map_err(one)?;
         staging.commit().map_err(|e| vec![e.to_string()])?;
 
+        // A completed task leaves no temporary in any folder it writes (an interrupted
+        // earlier run's, say); the session's lock keeps every other writer out.
+        let files: Vec<&Path> = produced
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|r| r.path.as_path())
+            .collect();
+        for leftover in stamp::temporaries_in(&stamp::written_folders(task, &files)) {
+            if let Err(e) = std::fs::remove_file(&leftover)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(vec![format!(
+                    "cannot remove the leftover {}: {e}",
+                    leftover.display()
+                )]);
+            }
+        }
+
         let stamp = Stamp {
             tool_version: self.tool_version.clone(),
             task: task.id(),
             parameters: task.parameters(),
             inputs: recorded,
+            items: if markers {
+                slots.into_iter().map(|s| s.name).collect()
+            } else {
+                Vec::new()
+            },
             completed_at: chrono::Local::now().to_rfc3339(),
         };
         let json = serde_json::to_vec_pretty(&stamp).expect("stamp serializes");
-        write_file(&stamp_path, &json).map_err(|e| vec![e.to_string()])
+        write_file(&stamp_path, &json).map_err(|e| vec![e.to_string()])?;
+        Ok(Execution::Done)
+    }
+
+    /// Runs the items `which` (indices into `items`) in parallel; outcomes in that order.
+    fn run_items(
+        &self,
+        task: &dyn Task,
+        plan: &dyn Plan,
+        items: &[Item],
+        slots: &[ItemSlot],
+        which: &[usize],
+    ) -> Vec<ItemOutcome> {
+        let task_id = task.id();
+        // Items that wait on a network ask for their own concurrency and hold no CPU slot;
+        // the others share the runner's slots with every task running at once.
+        let (threads, cpu) = match plan.concurrency() {
+            Some(n) => (n, false),
+            None => (self.slots.limit(), true),
+        };
+        let stopped_by_item = AtomicBool::new(false);
+        let outcomes = workers::run_all(
+            which.len(),
+            threads,
+            |n| {
+                let index = which[n];
+                let _slot = cpu.then(|| self.slots.acquire());
+                if self.stopped() || stopped_by_item.load(Ordering::Relaxed) {
+                    return ItemOutcome::NotAttempted;
+                }
+                let item = &items[index];
+                let outcome = run_item(plan, index, item, &slots[index]);
+                if matches!(outcome, ItemOutcome::Stopped(_)) {
+                    stopped_by_item.store(true, Ordering::Relaxed);
+                }
+                self.observer.item_finished(
+                    &task_id,
+                    &item.key,
+                    matches!(outcome, ItemOutcome::Done(_)),
+                );
+                outcome
+            },
+            || false,
+        );
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(ItemOutcome::NotAttempted))
+            .collect()
+    }
+}
+
+/// How one task's execution ended.
+enum Execution {
+    Done,
+    Failed(Vec<String>),
+    /// The stop flag was set: some items never started.
+    Interrupted,
+}
+
+/// One planned item as the engine tracks it.
+#[derive(Default)]
+struct ItemSlot {
+    digest: String,
+    /// Marker file name (empty for plans that keep their own record).
+    name: String,
+    /// Marker path, for plans with markers.
+    marker: Option<PathBuf>,
+    /// The marker an earlier run left, if any.
+    previous: Option<ItemMarker>,
+}
+
+impl ItemSlot {
+    /// Done when its marker carries the same digest and every file it lists is on disk as
+    /// it was recorded.
+    fn done(&self) -> bool {
+        self.previous.as_ref().is_some_and(|m| {
+            m.digest == self.digest && m.outputs.iter().all(|o| o.problem().is_none())
+        })
     }
 }
 
@@ -335,31 +517,42 @@ fn own_freshness(task: &dyn Task, tool_version: &str) -> Freshness {
     }
 }
 
-/// An item is done when its marker carries the same digest and its outputs still exist.
-fn item_done(marker: &Path, digest: &str) -> bool {
-    read_marker(marker).is_some_and(|m| m.digest == digest && m.outputs.iter().all(|o| o.exists()))
+/// Ok when the item has a record and every file in it is as recorded; else the first
+/// problem.
+fn intact(produced: &Option<Vec<OutputRecord>>) -> Result<(), String> {
+    match produced {
+        None => Err("it has no record of its files".to_string()),
+        Some(records) => match records.iter().find_map(OutputRecord::problem) {
+            Some(problem) => Err(problem.to_string()),
+            None => Ok(()),
+        },
+    }
 }
 
-fn read_marker(marker: &Path) -> Option<ItemMarker> {
-    let bytes = std::fs::read(marker).ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// Files an item produced last time but not this time (say, a particle removed from the
+/// list, or moved to another page): candidates for removal once every item has committed.
+fn produced_no_longer(before: &Option<Vec<OutputRecord>>, now: &[OutputRecord]) -> Vec<PathBuf> {
+    let Some(before) = before else {
+        return Vec::new();
+    };
+    let now: HashSet<&Path> = now.iter().map(|r| r.path.as_path()).collect();
+    before
+        .iter()
+        .filter(|r| !now.contains(r.path.as_path()))
+        .map(|r| r.path.clone())
+        .collect()
 }
 
 enum ItemOutcome {
-    Done,
+    /// Committed; the files it produced, as now on disk.
+    Done(Vec<OutputRecord>),
     Failed(String),
     /// Failed with [`crate::engine::StopTask`]: no further items start.
     Stopped(String),
     NotAttempted,
 }
 
-fn run_item(
-    plan: &dyn Plan,
-    index: usize,
-    item: &Item,
-    digest: &str,
-    marker: Option<&Path>,
-) -> ItemOutcome {
+fn run_item(plan: &dyn Plan, index: usize, item: &Item, slot: &ItemSlot) -> ItemOutcome {
     let mut staging = Staging::new();
     let outcome = catch_unwind(AssertUnwindSafe(|| plan.run_item(index, &mut staging)));
     match outcome {
@@ -375,39 +568,35 @@ fn run_item(
             return ItemOutcome::Failed(format!("{}: internal error (panic): {message}", item.key));
         }
     }
-    match commit_item(staging, item, digest, marker) {
-        Ok(()) => ItemOutcome::Done,
+    match commit_item(staging, item, slot) {
+        Ok(outputs) => ItemOutcome::Done(outputs),
         Err(e) => ItemOutcome::Failed(e),
     }
 }
 
-/// Makes an item's outputs durable, then (when the engine keeps markers) its marker.
+/// Makes an item's outputs durable, then (when the engine keeps markers) its marker, which
+/// records each file's fingerprint as it is now on disk.
 fn commit_item(
     staging: Staging,
     item: &Item,
-    digest: &str,
-    marker: Option<&Path>,
-) -> Result<(), String> {
-    let Some(marker) = marker else {
-        staging.commit().map_err(|e| format!("{}: {e}", item.key))?;
-        return Ok(());
+    slot: &ItemSlot,
+) -> Result<Vec<OutputRecord>, String> {
+    let fail = |e: std::io::Error| format!("{}: {e}", item.key);
+    let outputs = staging.commit().map_err(fail)?;
+    let Some(marker) = &slot.marker else {
+        return Ok(Vec::new());
     };
-    let previous = read_marker(marker);
-    let outputs = staging.commit().map_err(|e| format!("{}: {e}", item.key))?;
-    // Files the item produced last time but not this time (say, a particle removed from the
-    // list) would otherwise linger as orphans.
-    if let Some(previous) = previous {
-        let now: BTreeSet<&PathBuf> = outputs.iter().collect();
-        for old in previous.outputs.iter().filter(|o| !now.contains(o)) {
-            let _ = std::fs::remove_file(old);
-        }
-    }
-    let json = serde_json::to_vec(&ItemMarker {
-        digest: digest.to_string(),
-        outputs,
-    })
-    .expect("marker serializes");
-    write_file(marker, &json).map_err(|e| format!("{}: {e}", item.key))
+    let marker_data = ItemMarker {
+        digest: slot.digest.clone(),
+        outputs: outputs
+            .into_iter()
+            .map(OutputRecord::of)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?,
+    };
+    let json = serde_json::to_vec(&marker_data).expect("marker serializes");
+    write_file(marker, &json).map_err(fail)?;
+    Ok(marker_data.outputs)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -418,36 +607,42 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_default()
 }
 
-/// Removes what earlier runs did for items this plan no longer has (say, a collage page
-/// dropped from the list): their outputs, unless a current item produces the same file now,
-/// and their markers.
-fn remove_orphan_items(marker_dir: &Path, current: &HashSet<String>) {
-    let Ok(entries) = std::fs::read_dir(marker_dir) else {
-        return;
-    };
-    let orphans: Vec<PathBuf> = entries
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.ends_with(".done") && !current.contains(&name)
-        })
-        .map(|e| e.path())
-        .collect();
-    if orphans.is_empty() {
-        return;
-    }
-    let kept: HashSet<PathBuf> = current
-        .iter()
-        .filter_map(|name| read_marker(&marker_dir.join(name)))
-        .flat_map(|m| m.outputs)
-        .collect();
-    for marker in orphans {
-        if let Some(old) = read_marker(&marker) {
-            for output in old.outputs.iter().filter(|o| !kept.contains(*o)) {
-                let _ = std::fs::remove_file(output);
+/// Removes, once every item of the plan has committed, the files earlier runs produced that
+/// no item of this plan produces now: those items stopped producing (`candidates`), and
+/// those of items this plan no longer has (a collage page dropped from the list), whose
+/// markers go too.
+fn remove_orphans(
+    marker_dir: &Path,
+    current: &HashSet<&str>,
+    produced: &[Option<Vec<OutputRecord>>],
+    mut candidates: Vec<PathBuf>,
+) {
+    let mut dropped_markers = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(marker_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".done") && !current.contains(name.as_str()) {
+                if let Some(old) = stamp::read_marker(&entry.path()) {
+                    candidates.extend(old.outputs.into_iter().map(|r| r.path));
+                }
+                dropped_markers.push(entry.path());
             }
         }
-        let _ = std::fs::remove_file(&marker);
+    }
+    if candidates.is_empty() && dropped_markers.is_empty() {
+        return;
+    }
+    let kept: HashSet<&Path> = produced
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|r| r.path.as_path())
+        .collect();
+    for orphan in candidates.iter().filter(|p| !kept.contains(p.as_path())) {
+        let _ = std::fs::remove_file(orphan);
+    }
+    for marker in dropped_markers {
+        let _ = std::fs::remove_file(marker);
     }
 }
 

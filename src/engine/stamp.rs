@@ -1,12 +1,18 @@
 //! Provenance stamps: why a task is (or is not) complete.
 //!
 //! A stamp is written last, after a task's outputs are durable. It records the tool
-//! version, the task's parameters, and the fingerprint of every input it read. The task is
-//! complete only while all of those still match and every target exists.
+//! version, the task's parameters, the fingerprint of every input it read, and the item
+//! markers of the items it planned. The task is complete only while all of those still
+//! match, every target exists, every file an item produced is still on disk with the size
+//! and modification time it was recorded with, and no temporary of an interrupted write is
+//! left in the folders it writes: complete is checked, not assumed. For the real session
+//! that is about 9,000 `stat` calls and two folder listings, a few milliseconds.
 
+use crate::engine::atomic::is_temp_name;
 use crate::engine::{Digest, FileFingerprint, Parameters, Task};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -17,7 +23,225 @@ pub struct Stamp {
     pub parameters: Parameters,
     /// Path -> fingerprint, taken before the task ran.
     pub inputs: BTreeMap<String, FileFingerprint>,
+    /// The marker file names of the items the task planned (see [`item_marker_name`]); each
+    /// marker lists the files its item produced, with their fingerprints.
+    #[serde(default)]
+    pub items: Vec<String>,
     pub completed_at: String,
+}
+
+/// What an item marker vouches for: the item's identity digest and every file it produced,
+/// with the size and modification time each had once durable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemMarker {
+    pub digest: String,
+    pub outputs: Vec<OutputRecord>,
+}
+
+/// One file an item produced, as it was when the item committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub fingerprint: FileFingerprint,
+}
+
+impl OutputRecord {
+    /// The record of `path` as it is now.
+    pub fn of(path: PathBuf) -> io::Result<OutputRecord> {
+        match FileFingerprint::of(&path)? {
+            Some(fingerprint) => Ok(OutputRecord { path, fingerprint }),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}: vanished right after it was written", path.display()),
+            )),
+        }
+    }
+
+    /// Why the file no longer is what was recorded, if it is not.
+    pub fn problem(&self) -> Option<OutputProblem> {
+        match FileFingerprint::of(&self.path) {
+            Ok(Some(now)) if now == self.fingerprint => None,
+            Ok(Some(now)) => Some(OutputProblem::Changed {
+                path: self.path.clone(),
+                recorded: self.fingerprint,
+                now,
+            }),
+            Ok(None) => Some(OutputProblem::Missing(self.path.clone())),
+            Err(e) => Some(OutputProblem::Unreadable(self.path.clone(), e.to_string())),
+        }
+    }
+}
+
+/// A produced file that is not what its item's marker recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputProblem {
+    Missing(PathBuf),
+    Changed {
+        path: PathBuf,
+        recorded: FileFingerprint,
+        now: FileFingerprint,
+    },
+    Unreadable(PathBuf, String),
+}
+
+impl OutputProblem {
+    pub fn path(&self) -> &Path {
+        match self {
+            OutputProblem::Missing(p) | OutputProblem::Unreadable(p, _) => p,
+            OutputProblem::Changed { path, .. } => path,
+        }
+    }
+}
+
+impl fmt::Display for OutputProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutputProblem::Missing(p) => write!(f, "{} is missing", p.display()),
+            OutputProblem::Changed {
+                path,
+                recorded,
+                now,
+            } if recorded.size != now.size => write!(
+                f,
+                "{} changed size ({} -> {} bytes)",
+                path.display(),
+                recorded.size,
+                now.size
+            ),
+            OutputProblem::Changed { path, .. } => {
+                write!(f, "{} was modified after it was written", path.display())
+            }
+            OutputProblem::Unreadable(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+/// What is on disk of a task's per-item outputs, against what its stamp's markers recorded.
+#[derive(Debug, Clone, Default)]
+pub struct OutputCheck {
+    /// Files the markers list.
+    pub files: usize,
+    /// Those that are missing or not as recorded.
+    pub problems: Vec<OutputProblem>,
+    /// Markers the stamp names that are gone or unreadable.
+    pub missing_markers: Vec<String>,
+    /// `.NAME.partial` leftovers of interrupted writes in the folders the task writes.
+    pub temporaries: Vec<PathBuf>,
+}
+
+impl OutputCheck {
+    /// Files present as recorded.
+    pub fn intact(&self) -> usize {
+        self.files - self.problems.len()
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty() && self.missing_markers.is_empty() && self.temporaries.is_empty()
+    }
+
+    /// One line for a stale reason: what is wrong, with the first few files named.
+    pub fn describe(&self) -> Option<String> {
+        const SHOWN: usize = 5;
+        let name_some = |items: Vec<String>| {
+            let more = items.len().saturating_sub(SHOWN);
+            let mut text = items.into_iter().take(SHOWN).collect::<Vec<_>>().join("; ");
+            if more > 0 {
+                text.push_str(&format!("; and {more} more"));
+            }
+            text
+        };
+        if let Some(marker) = self.missing_markers.first() {
+            return Some(format!(
+                "item marker {marker} is missing or unreadable ({} in all)",
+                self.missing_markers.len()
+            ));
+        }
+        if !self.problems.is_empty() {
+            return Some(format!(
+                "{} of {} produced files are missing or changed: {}",
+                self.problems.len(),
+                self.files,
+                name_some(self.problems.iter().map(|p| p.to_string()).collect())
+            ));
+        }
+        if !self.temporaries.is_empty() {
+            return Some(format!(
+                "{} temporary files of an interrupted run are left: {}",
+                self.temporaries.len(),
+                name_some(
+                    self.temporaries
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect()
+                )
+            ));
+        }
+        None
+    }
+}
+
+/// Reads an item marker; `None` when it is missing or not a marker of this engine version.
+pub fn read_marker(path: &Path) -> Option<ItemMarker> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Checks every file the stamp's item markers list, and looks for leftover temporaries in
+/// every folder the task writes.
+pub fn check_outputs(task: &dyn Task, stamp: &Stamp) -> OutputCheck {
+    let mut check = OutputCheck::default();
+    let marker_dir = item_marker_dir(task);
+    let mut produced = Vec::new();
+    for name in &stamp.items {
+        match read_marker(&marker_dir.join(name)) {
+            Some(marker) => produced.extend(marker.outputs),
+            None => check.missing_markers.push(name.clone()),
+        }
+    }
+    check.files = produced.len();
+    check.problems = produced.iter().filter_map(OutputRecord::problem).collect();
+    let paths: Vec<&Path> = produced.iter().map(|r| r.path.as_path()).collect();
+    check.temporaries = temporaries_in(&written_folders(task, &paths));
+    check
+}
+
+/// Every folder a task writes: its targets' (a folder target itself), its produced files',
+/// and its own state folders.
+pub fn written_folders(task: &dyn Task, produced: &[&Path]) -> BTreeSet<PathBuf> {
+    let mut folders = BTreeSet::new();
+    for target in task.outputs() {
+        if target.is_dir() {
+            folders.insert(target.clone());
+        }
+        if let Some(parent) = target.parent() {
+            folders.insert(parent.to_path_buf());
+        }
+    }
+    for path in produced {
+        if let Some(parent) = path.parent() {
+            folders.insert(parent.to_path_buf());
+        }
+    }
+    folders.insert(task.state_dir());
+    folders.insert(item_marker_dir(task));
+    folders
+}
+
+/// The leftover temporaries directly inside `folders` (missing folders have none).
+pub fn temporaries_in(folders: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for folder in folders {
+        let Ok(entries) = std::fs::read_dir(folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if is_temp_name(&entry.file_name().to_string_lossy()) {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
 }
 
 /// A task's state as far as its stamp and targets tell.
@@ -118,7 +342,10 @@ pub fn freshness(task: &dyn Task, tool_version: &str) -> Freshness {
             return Freshness::Stale(format!("output {} is missing", output.display()));
         }
     }
-    Freshness::Complete
+    match check_outputs(task, &stamp).describe() {
+        Some(problem) => Freshness::Stale(problem),
+        None => Freshness::Complete,
+    }
 }
 
 fn parameter_change(old: &Parameters, new: &Parameters) -> Option<String> {
