@@ -5,6 +5,7 @@ use crate::TOOL_VERSION;
 use crate::config::Config;
 use crate::engine::{Freshness, LockError, Runner, TaskReport, WorkspaceLock, runner::Observer};
 use crate::flowcam::Collage;
+use crate::interrupt::Interrupt;
 use crate::pass::{Outcome, PassOptions, SessionOutcome};
 use crate::progress::{Progress, ProgressMode};
 use crate::tasks::{
@@ -29,10 +30,20 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Another run holds the session's lock.
     pub const LOCKED: u8 = 3;
-    /// The session cannot be set up: folder missing, invalid folder name, output inside the
-    /// input folder, output not writable.
+    /// The session cannot be set up: folder missing, invalid folder name, no `.lst`,
+    /// output inside the input folder, output not writable.
     pub const SETUP: u8 = 4;
+    /// Stopped by SIGINT (Ctrl-C): 128 + 2, the shell's convention.
+    pub const INTERRUPTED_SIGINT: u8 = 130;
+    /// Stopped by SIGTERM: 128 + 15.
+    pub const INTERRUPTED_SIGTERM: u8 = 143;
 }
+
+/// The most `--workers` accepted: far more than any machine's cores, few enough threads
+/// that starting them cannot exhaust a machine.
+pub const MAX_WORKERS: u64 = 256;
+/// The most `--sessions` (at once under a root) accepted.
+pub const MAX_SESSIONS: u64 = 256;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -233,16 +244,24 @@ pub struct RunArgs {
     pub session: SessionArgs,
     #[command(flatten)]
     pub tasks: TaskArgs,
-    /// Parallel workers for per-item work [default: one per core for a session, two per
-    /// core under a root].
-    #[arg(long, short = 'j', default_value_t = 0, env = "FLOWCAM_WORKERS")]
+    /// Parallel workers for per-item work, 0 to 256 [0: one per core for a session, two
+    /// per core under a root]. Threads start only for items there are.
+    #[arg(long, short = 'j', default_value_t = 0, env = "FLOWCAM_WORKERS",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_WORKERS))]
     pub workers: usize,
+    /// Memory for decoded collage pages, shared by all workers, in MiB (64 to 1048576). A
+    /// worker waits for its page's share; a page larger than the limit runs alone.
+    #[arg(long, value_name = "MIB", default_value_t = crate::budget::DEFAULT_MIB,
+          env = "FLOWCAM_MEMORY_LIMIT",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(crate::budget::MIN_MIB as u64..=crate::budget::MAX_MIB as u64))]
+    pub memory_limit: usize,
     /// Rerun every task regardless of stamps.
     #[arg(long)]
     pub force: bool,
     /// Sessions processed at once under a root.
     #[arg(long, default_value_t = 4, env = "FLOWCAM_SESSIONS",
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_SESSIONS))]
     pub sessions: usize,
     /// A session whose files changed more recently than this is still arriving and waits
     /// [default: 60 under a root, 0 for a session folder given directly].
@@ -392,7 +411,9 @@ pub fn main() -> ExitCode {
             json_file,
         }) => {
             init_logging(0, false, LogFormat::Text, None);
-            operation(task, json.as_deref(), json_file.as_deref())
+            let interrupt = Interrupt::install();
+            let code = operation(task, json.as_deref(), json_file.as_deref(), &interrupt);
+            interrupt.exit_code().unwrap_or(code)
         }
     };
     ExitCode::from(code)
@@ -512,6 +533,11 @@ fn apply_config(args: &mut RunArgs, matches: &ArgMatches) -> Result<Option<Strin
         && let Some(v) = config.workers
     {
         args.workers = v;
+    }
+    if !from_user(m, "memory_limit")
+        && let Some(v) = config.memory_limit
+    {
+        args.memory_limit = v;
     }
     if !from_user(m, "sessions")
         && let Some(v) = config.sessions
@@ -658,6 +684,15 @@ fn sessions_at(
         return Ok((true, vec![directory.to_path_buf()]));
     }
     match crate::ingest::find_sessions(directory, recursive, output_root) {
+        Ok(found) if found.is_empty() && crate::ingest::looks_like_a_session(directory) => {
+            eprintln!(
+                "error: {} holds collage pages or instrument files but no .lst particle \
+                 list, and no session folders: is the .lst missing, or is this the wrong \
+                 folder?",
+                directory.display()
+            );
+            Err(exit::SETUP)
+        }
         Ok(found) => Ok((false, found)),
         Err(e) => {
             eprintln!("error: {e}");
@@ -710,21 +745,35 @@ fn run(args: &RunArgs) -> u8 {
         (0, false) => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
         (n, _) => n,
     };
+    crate::budget::MemoryBudget::pages().set_limit(args.memory_limit << 20);
+    let interrupt = Interrupt::install();
     let runner = Runner::new(TOOL_VERSION, workers)
         .force(args.force)
+        .stop_flag(interrupt.flag())
         .observer(Box::new(Observers(vec![
             Box::new(LogObserver),
             Box::new(progress),
         ])));
     let outcomes = crate::pass::run(&folders, &options, &runner);
-    if single {
-        return single_outcome(&outcomes[0], quiet);
-    }
-    print_pass(directory, &outcomes, quiet);
-    if outcomes.iter().any(SessionOutcome::failed) {
-        exit::TASK_FAILED
+    let code = if single {
+        single_outcome(&outcomes[0], quiet)
     } else {
-        exit::OK
+        print_pass(directory, &outcomes, quiet);
+        if outcomes.iter().any(SessionOutcome::failed) {
+            exit::TASK_FAILED
+        } else {
+            exit::OK
+        }
+    };
+    match interrupt.exit_code() {
+        Some(signal_code) if code != exit::TASK_FAILED => {
+            eprintln!(
+                "interrupted by {}: what was in flight finished; rerun to resume",
+                interrupt.signal_name().unwrap_or("a signal")
+            );
+            signal_code
+        }
+        _ => code,
     }
 }
 
@@ -751,6 +800,20 @@ fn single_outcome(outcome: &SessionOutcome, quiet: bool) -> u8 {
             }
             exit::SETUP
         }
+        (Outcome::Interrupted, report) => {
+            if let Some(report) = report
+                && !quiet
+            {
+                print!("{}", report.summary());
+            }
+            exit::OK
+        }
+        (Outcome::Complete, None) => {
+            if !quiet {
+                println!("complete: session {name} (nothing to do; nothing written)");
+            }
+            exit::OK
+        }
         (outcome, Some(report)) => {
             let failed = matches!(outcome, Outcome::Failed { .. });
             if failed || !quiet {
@@ -765,7 +828,7 @@ fn single_outcome(outcome: &SessionOutcome, quiet: bool) -> u8 {
 /// One line per session that is not simply complete, then the counts. With `--quiet`, only
 /// failures.
 fn print_pass(root: &Path, outcomes: &[SessionOutcome], quiet: bool) {
-    let mut counts = [0usize; 5];
+    let mut counts = [0usize; 6];
     for o in outcomes {
         let name = o
             .experiment
@@ -776,6 +839,7 @@ fn print_pass(root: &Path, outcomes: &[SessionOutcome], quiet: bool) {
             Outcome::Ran => (1, Some(format!("ran       {name}"))),
             Outcome::Waiting { reason } => (2, Some(format!("waiting   {name}: {reason}"))),
             Outcome::Busy { holder } => (3, Some(format!("busy      {name}: held by {holder}"))),
+            Outcome::Interrupted => (5, Some(format!("stopped   {name}: interrupted"))),
             Outcome::Failed { errors } => {
                 let first = errors.first().map(String::as_str).unwrap_or("");
                 let more = match errors.len() {
@@ -799,8 +863,12 @@ fn print_pass(root: &Path, outcomes: &[SessionOutcome], quiet: bool) {
         println!("no sessions under {}", root.display());
         return;
     }
+    let stopped = match counts[5] {
+        0 => String::new(),
+        n => format!(", {n} interrupted"),
+    };
     println!(
-        "{} sessions under {}: {} complete, {} ran, {} waiting, {} busy, {} failed",
+        "{} sessions under {}: {} complete, {} ran, {} waiting, {} busy, {} failed{stopped}",
         outcomes.len(),
         root.display(),
         counts[0],
@@ -867,7 +935,14 @@ struct SessionStatus {
     reason: Option<String>,
     tasks: Vec<TaskStatus>,
     particles: Option<u64>,
+    /// Vignette files on disk as they were written.
     vignettes: Option<u64>,
+    /// Vignettes missing or changed since they were written, each named.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    damaged: Vec<String>,
+    /// Temporaries of interrupted writes left in the folders the tasks write.
+    #[serde(skip_serializing_if = "is_zero")]
+    temporaries: u64,
     uploaded: Option<u64>,
     last_run: Option<String>,
     last_failure: Option<LastFailure>,
@@ -947,6 +1022,8 @@ fn session_status(
         tasks: Vec::new(),
         particles: None,
         vignettes: None,
+        damaged: Vec::new(),
+        temporaries: 0,
         uploaded: None,
         last_run: None,
         last_failure: None,
@@ -969,9 +1046,6 @@ fn session_status(
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v["particles"].as_u64());
-    status.vignettes = std::fs::read(session.manifest())
-        .ok()
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count().saturating_sub(1) as u64);
     status.uploaded = crate::upload::ledger::largest_in(&session.uploads_dir());
 
     let root: crate::engine::TaskRef = Arc::new(FlowCamPipeline::new(
@@ -986,6 +1060,24 @@ fn session_status(
             return status;
         }
     };
+    // Vignettes are counted on disk: the files DecollageImages' items recorded that are
+    // still there as recorded (or, before its first complete run, the files there are).
+    if let Some((decollage, _)) = states.iter().find(|(t, _)| t.name() == "DecollageImages") {
+        let check = Runner::outputs(decollage.as_ref());
+        if check.files > 0 {
+            status.vignettes = Some(check.intact() as u64);
+            status.damaged = check.problems.iter().map(|p| p.to_string()).collect();
+        } else {
+            status.vignettes = std::fs::read_dir(session.vignettes_dir()).ok().map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        !crate::engine::atomic::is_temp_name(&e.file_name().to_string_lossy())
+                    })
+                    .count() as u64
+            });
+        }
+        status.temporaries = check.temporaries.len() as u64;
+    }
     let failed_last = |name: &str| {
         last_run.as_ref().and_then(|r| {
             r.tasks
@@ -1006,6 +1098,21 @@ fn session_status(
                 None => ("not_started", None),
             },
         };
+        let interrupted = last_run.as_ref().is_some_and(|r| {
+            r.tasks
+                .iter()
+                .any(|t| t.name == task.name() && t.state == crate::engine::TaskState::Interrupted)
+        });
+        let (state, reason) = match state {
+            "stale" | "not_started" if interrupted => (
+                "interrupted",
+                Some(
+                    "the last run was interrupted (SIGINT/SIGTERM); the next run resumes it"
+                        .to_string(),
+                ),
+            ),
+            _ => (state, reason),
+        };
         status.tasks.push(TaskStatus {
             task: task.name().to_string(),
             state,
@@ -1017,6 +1124,8 @@ fn session_status(
         ("complete", None)
     } else if let Some(t) = first("failed") {
         ("failed", t.reason.clone())
+    } else if let Some(t) = first("interrupted") {
+        ("interrupted", t.reason.clone())
     } else if let crate::ingest::Readiness::Waiting(why) =
         crate::ingest::readiness(folder, settle, std::time::SystemTime::now())
     {
@@ -1027,6 +1136,10 @@ fn session_status(
         ("not_started", None)
     };
     status
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `2026-11-22 10:04:05` from an RFC 3339 time, for tables.
@@ -1054,6 +1167,24 @@ fn print_session_status(status: &SessionStatus) {
         count(status.vignettes),
         count(status.uploaded)
     );
+    if !status.damaged.is_empty() {
+        println!(
+            "damaged   {} vignettes missing or changed since they were written:",
+            status.damaged.len()
+        );
+        for line in status.damaged.iter().take(10) {
+            println!("            {line}");
+        }
+        if status.damaged.len() > 10 {
+            println!("            ... and {} more", status.damaged.len() - 10);
+        }
+    }
+    if status.temporaries > 0 {
+        println!(
+            "leftovers {} temporary files of an interrupted run (the next run removes them)",
+            status.temporaries
+        );
+    }
     println!(
         "last run  {}",
         status
@@ -1068,6 +1199,7 @@ fn print_session_status(status: &SessionStatus) {
         let text = match (&task.reason, task.state) {
             (Some(why), "stale") => format!("stale: {why}"),
             (Some(why), "failed") => format!("failed: {why}"),
+            (Some(why), "interrupted") => format!("interrupted: {why}"),
             (_, "not_started") => "missing".to_string(),
             (_, state) => state.to_string(),
         };
@@ -1212,7 +1344,12 @@ fn describe(task: Option<&str>) -> u8 {
 
 /// `operation TASK JSON`: exit 0 when the task completed, 1 when it failed (the result says
 /// why), 2 when the request is invalid (every problem on stderr, nothing written).
-fn operation(task: &str, json: Option<&str>, json_file: Option<&Path>) -> u8 {
+fn operation(
+    task: &str,
+    json: Option<&str>,
+    json_file: Option<&Path>,
+    interrupt: &Interrupt,
+) -> u8 {
     let text = match (json, json_file) {
         (Some("-"), _) => {
             let mut text = String::new();
@@ -1234,7 +1371,7 @@ fn operation(task: &str, json: Option<&str>, json_file: Option<&Path>) -> u8 {
         },
         (None, None) => unreachable!("clap requires JSON or --json-file"),
     };
-    let result = crate::operation::run_text(task, &text);
+    let result = crate::operation::run_text(task, &text, interrupt.flag());
     match result {
         Err(problems) => {
             for problem in &problems {
@@ -1267,15 +1404,21 @@ fn decode_only(directory: &Path, workers: usize) -> u8 {
         }
     };
     pages.sort();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(workers)
-        .build()
-        .expect("thread pool");
+    let folder = directory
+        .canonicalize()
+        .unwrap_or_else(|_| directory.to_path_buf());
+    let pool = match rayon::ThreadPoolBuilder::new().num_threads(workers).build() {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("error: cannot start {workers} workers: {e}");
+            return exit::SETUP;
+        }
+    };
     let start = Instant::now();
     let results: Vec<_> = pool.install(|| {
         pages
             .par_iter()
-            .map(|p| Collage::open(p).map(|c| c.pixels.len()))
+            .map(|p| Collage::open(p, &folder).map(|c| c.pixels.len()))
             .collect()
     });
     let elapsed = start.elapsed();

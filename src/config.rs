@@ -36,6 +36,7 @@ pub const FILE_NAME: &str = "flowcam-pipeline.toml";
 pub const KEYS: &[&str] = &[
     "output-directory",
     "workers",
+    "memory-limit",
     "sessions",
     "recursive",
     "settle-seconds",
@@ -73,8 +74,10 @@ pub struct Config {
     /// `--output-directory`. A relative path is relative to the configuration file's folder
     /// (resolved by [`Config::parse`]), so the file means the same from any working folder.
     pub output_directory: Option<PathBuf>,
-    /// `--workers`: 0 = one per core.
+    /// `--workers`: 0 = one per core, at most [`crate::cli::MAX_WORKERS`].
     pub workers: Option<usize>,
+    /// `--memory-limit`: MiB for decoded pages, shared by all workers.
+    pub memory_limit: Option<usize>,
     /// `--sessions`: sessions processed at the same time, at least 1.
     pub sessions: Option<usize>,
     /// `--recursive`.
@@ -337,8 +340,19 @@ impl Config {
             }
         }
 
-        // `workers` is a usize: every value is valid (0 = one per core).
-        range("sessions", self.sessions, 1, usize::MAX)?;
+        range("workers", self.workers, 0, crate::cli::MAX_WORKERS as usize)?;
+        range(
+            "memory-limit",
+            self.memory_limit,
+            crate::budget::MIN_MIB,
+            crate::budget::MAX_MIB,
+        )?;
+        range(
+            "sessions",
+            self.sessions,
+            1,
+            crate::cli::MAX_SESSIONS as usize,
+        )?;
         range(
             "api-batch-size",
             self.api_batch_size,
@@ -492,6 +506,7 @@ mod tests {
         let text = r#"
             output-directory = "/data/out"
             workers = 4
+            memory-limit = 256
             sessions = 2
             recursive = true
             settle-seconds = 30
@@ -517,6 +532,7 @@ mod tests {
             Config {
                 output_directory: Some(PathBuf::from("/data/out")),
                 workers: Some(4),
+                memory_limit: Some(256),
                 sessions: Some(2),
                 recursive: Some(true),
                 settle_seconds: Some(30),
@@ -665,7 +681,16 @@ mod tests {
         );
         assert!(error("upload-concurrency = 1025").contains("key `upload-concurrency`: 1025"));
         assert!(
-            error("sessions = 0").contains("key `sessions`: 0 is out of range: must be at least 1")
+            error("sessions = 0")
+                .contains("key `sessions`: 0 is out of range: must be from 1 to 256")
+        );
+        assert!(
+            error("workers = 100000")
+                .contains("key `workers`: 100000 is out of range: must be from 0 to 256")
+        );
+        assert!(
+            error("memory-limit = 8")
+                .contains("key `memory-limit`: 8 is out of range: must be from 64 to 1048576")
         );
         // The bounds themselves are fine.
         let config =
@@ -887,6 +912,7 @@ mod tests {
         let Config {
             output_directory,
             workers,
+            memory_limit,
             sessions,
             recursive,
             settle_seconds,
@@ -908,6 +934,7 @@ mod tests {
         } = config;
         assert!(output_directory.is_some());
         assert!(workers.is_some());
+        assert!(memory_limit.is_some());
         assert!(sessions.is_some());
         assert!(recursive.is_some());
         assert!(settle_seconds.is_some());

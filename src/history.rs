@@ -77,7 +77,13 @@ fn append_log(session_out: &Path, report: &RunReport) -> io::Result<()> {
             .map_or(bytes.len(), |i| half + i);
         write_file(&path, &bytes[cut..])?;
     }
-    let verdict = if report.succeeded() { "ok" } else { "FAILED" };
+    let verdict = if report.succeeded() {
+        "ok"
+    } else if report.interrupted {
+        "INTERRUPTED"
+    } else {
+        "FAILED"
+    };
     let mut entry = format!(
         "{RUN_MARKER}{} (flowcam-pipeline {}, pid {}) ===\n",
         report.started_at,
@@ -143,6 +149,7 @@ mod tests {
             tool_version: "0.1.0".into(),
             started_at: started_at.into(),
             duration_ms: 1500,
+            interrupted: false,
             tasks: vec![TaskReport {
                 id: "DecollageImages(s)".into(),
                 name: "DecollageImages".into(),

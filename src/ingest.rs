@@ -17,6 +17,21 @@ pub fn is_session(folder: &Path) -> bool {
     lst::files_in(folder).is_ok_and(|found| !found.is_empty())
 }
 
+/// Whether `folder`, which has no `.lst`, still holds what only a session folder holds
+/// (collage pages, the instrument's side files): a session whose list is missing, not an
+/// empty root, so that a run given it fails instead of finding "no sessions".
+pub fn looks_like_a_session(folder: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name().to_string_lossy().to_ascii_lowercase();
+        [".tif", ".tiff", ".ctx", ".cla", "_run_summary.txt"]
+            .iter()
+            .any(|end| name.ends_with(end))
+    })
+}
+
 /// The sessions at `root`: the root itself when it is one, else the session folders one
 /// level down (at any depth with `recursive`; a session's own subfolders are not searched).
 /// Hidden folders and `skip` (the output root, when it lies inside the root) are passed

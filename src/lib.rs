@@ -6,6 +6,7 @@
 //! - [`tasks`]: the pipeline's tasks, written against the engine.
 //! - [`upload`]: destinations (S3, the upload API) and the upload ledger, free of FlowCam.
 
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod declare;
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod flowcam;
 pub mod history;
 pub mod ingest;
+pub mod interrupt;
 pub mod operation;
 pub mod pass;
 pub mod progress;

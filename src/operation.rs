@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// The context keys a request may carry.
 pub const CONTEXT_KEYS: &[&str] = &["experiment", "session_dir"];
@@ -464,7 +465,12 @@ fn collect_outputs(declaration: &Declaration, out: &Path) -> BTreeMap<String, Ve
 /// Reads, validates and runs a request for `task`. `Err` holds every problem with the
 /// request, its shape and its contents together (and nothing was written); `Ok` the
 /// result, complete or failed.
-pub fn run_text(task: &str, text: &str) -> Result<OperationResult, Vec<String>> {
+/// `stop` is the runner's stop flag (see [`Runner::stop_flag`]): a signal handler's.
+pub fn run_text(
+    task: &str,
+    text: &str,
+    stop: Arc<AtomicBool>,
+) -> Result<OperationResult, Vec<String>> {
     let Some(declaration) = declare::find(task) else {
         let known: Vec<&str> = declare::SOURCES.iter().map(|(n, _)| *n).collect();
         return Err(vec![format!(
@@ -478,7 +484,7 @@ pub fn run_text(task: &str, text: &str) -> Result<OperationResult, Vec<String>> 
     if !problems.is_empty() {
         return Err(problems);
     }
-    execute(&declaration, &parsed.request)
+    execute(&declaration, &parsed.request, stop)
 }
 
 /// Validates the request and runs `task` alone (see [`run_text`]).
@@ -490,12 +496,17 @@ pub fn run(task: &str, request: &Request) -> Result<OperationResult, Vec<String>
     if !problems.is_empty() {
         return Err(problems);
     }
-    execute(&declaration, request)
+    execute(&declaration, request, Arc::default())
 }
 
-fn execute(declaration: &Declaration, request: &Request) -> Result<OperationResult, Vec<String>> {
+fn execute(
+    declaration: &Declaration,
+    request: &Request,
+    stop: Arc<AtomicBool>,
+) -> Result<OperationResult, Vec<String>> {
     let root = build(declaration, request).map_err(|e| vec![format!("{e:#}")])?;
     let report = Runner::new(TOOL_VERSION, 0)
+        .stop_flag(stop)
         .run(&root)
         .map_err(|e| vec![e.to_string()])?;
     let out = std::path::absolute(&request.outputs).unwrap_or_else(|_| request.outputs.clone());
@@ -510,7 +521,13 @@ fn execute(declaration: &Declaration, request: &Request) -> Result<OperationResu
         .all(|t| matches!(t.state, TaskState::Ran | TaskState::AlreadyComplete));
     Ok(OperationResult {
         task: declaration.task.clone(),
-        status: if complete { "complete" } else { "failed" },
+        status: if complete {
+            "complete"
+        } else if report.interrupted {
+            "interrupted"
+        } else {
+            "failed"
+        },
         outputs: collect_outputs(declaration, &out),
         errors,
         report,

@@ -56,6 +56,9 @@ pub enum Outcome {
     Busy {
         holder: String,
     },
+    /// A signal stopped the pass: the session was left part-done or not started; the next
+    /// pass resumes it.
+    Interrupted,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +73,10 @@ pub struct SessionOutcome {
 impl SessionOutcome {
     pub fn failed(&self) -> bool {
         matches!(self.outcome, Outcome::Failed { .. })
+    }
+
+    pub fn interrupted(&self) -> bool {
+        matches!(self.outcome, Outcome::Interrupted)
     }
 }
 
@@ -98,6 +105,12 @@ pub fn run(folders: &[PathBuf], options: &PassOptions, runner: &Runner) -> Vec<S
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(folder) = folders.get(i) else { break };
                     let outcome = match clashes.get(&i) {
+                        _ if runner.stopped() => SessionOutcome {
+                            folder: folder.clone(),
+                            experiment: None,
+                            outcome: Outcome::Interrupted,
+                            report: None,
+                        },
                         Some(other) => clash(folder, other, options),
                         None => run_session(folder, options, runner),
                     };
@@ -205,6 +218,12 @@ pub fn run_session(folder: &Path, options: &PassOptions, runner: &Runner) -> Ses
             result.outcome = Outcome::Busy { holder };
             return result;
         }
+        // Outputs on read-only storage (an archive, a USB stick) cannot be locked, but
+        // complete ones can still be reported as such: nothing would be written anyway.
+        Err(LockError::Io { .. }) if !options.force && !verify && is_complete(runner, &root) => {
+            tracing::info!(session = %session.experiment, "complete (outputs not writable: nothing written)");
+            return result;
+        }
         Err(e) => {
             result.outcome = Outcome::Failed {
                 errors: vec![e.to_string()],
@@ -232,6 +251,8 @@ pub fn run_session(folder: &Path, options: &PassOptions, runner: &Runner) -> Ses
         } else {
             Outcome::Complete
         }
+    } else if report.interrupted && !report.tasks.iter().any(|t| !t.errors.is_empty()) {
+        Outcome::Interrupted
     } else {
         Outcome::Failed {
             errors: report

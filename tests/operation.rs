@@ -890,6 +890,7 @@ const RUN_LEVEL: &[&str] = &[
     "upload",
     "no-upload",
     "workers",
+    "memory-limit",
     "force",
     "sessions",
     "settle-seconds",

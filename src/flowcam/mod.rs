@@ -1,6 +1,7 @@
 //! The FlowCam domain: what the instrument writes and what we make of it.
 
 pub mod collage;
+pub mod input;
 pub mod lst;
 pub mod session_name;
 pub mod vignette;

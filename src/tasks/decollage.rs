@@ -240,7 +240,8 @@ impl Plan for Pages<'_> {
             particles = indices.len(),
             "cutting vignettes"
         );
-        let collage = Collage::open(&self.task.session.input.join(collage_file))?;
+        let session = &self.task.session;
+        let collage = Collage::open(&session.input.join(collage_file), &session.input)?;
         let c = &self.columns;
         let mut outside = Vec::new();
         let mut crops = Vec::with_capacity(indices.len());

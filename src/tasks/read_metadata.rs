@@ -87,6 +87,8 @@ impl Plan for WriteCsv<'_> {
     fn finish(&self, out: &mut Staging) -> anyhow::Result<()> {
         let session = &self.task.session;
         let lst = self.task.lst()?;
+        // A FIFO or a link out of the session folder is refused before it is read.
+        crate::flowcam::input::check_regular(&lst, &session.input)?;
         let (header, csv) = lst::read_to_csv(&lst)?;
         out.write(session.metadata_csv(), &csv)?;
         let schema = Schema {

@@ -62,8 +62,13 @@ impl Session {
         if !canonical.is_dir() {
             return Err(input_error("is not a folder".into()));
         }
-        let folder = canonical
+        // The name the folder was given, not its link target's: a session reached through
+        // a symlink (`latest -> Survey_..._04052023`) is named, positioned and dated by
+        // the link's name, as the user wrote it. `.` and `..` fall back to the real name.
+        let given = std::path::absolute(input).unwrap_or_else(|_| input.to_path_buf());
+        let folder = given
             .file_name()
+            .or_else(|| canonical.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| input_error("has no folder name".into()))?;
         let name = SessionName::parse(&folder).map_err(SessionError::Name)?;

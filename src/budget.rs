@@ -1,0 +1,81 @@
+//! One memory budget for the decoded pages of the whole process.
+//!
+//! Each worker decodes one collage page at a time, so without a budget peak memory grows
+//! with `--workers` (and with sessions run side by side): 64 workers on 12 MB pages hold
+//! 1.5 GB. A worker reserves a page's bytes before it decodes it and gives them back when
+//! the page is dropped; when the budget is spent, it waits. A single page larger than the
+//! whole budget still runs, alone, so that no page can wait forever.
+
+use std::sync::{Condvar, Mutex, OnceLock};
+
+/// The budget unless `--memory-limit` says otherwise.
+pub const DEFAULT_MIB: usize = 512;
+/// The smallest budget accepted: one large page and its crops.
+pub const MIN_MIB: usize = 64;
+/// The largest budget accepted (1 TiB).
+pub const MAX_MIB: usize = 1 << 20;
+
+pub struct MemoryBudget {
+    limit: Mutex<usize>,
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// Bytes reserved from a budget, given back when dropped.
+pub struct Reservation {
+    budget: &'static MemoryBudget,
+    bytes: usize,
+}
+
+impl MemoryBudget {
+    const fn new(limit: usize) -> MemoryBudget {
+        MemoryBudget {
+            limit: Mutex::new(limit),
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// The process's budget for decoded pages.
+    pub fn pages() -> &'static MemoryBudget {
+        static PAGES: OnceLock<MemoryBudget> = OnceLock::new();
+        PAGES.get_or_init(|| MemoryBudget::new(DEFAULT_MIB << 20))
+    }
+
+    /// Sets the limit, in bytes.
+    pub fn set_limit(&self, bytes: usize) {
+        *self.limit.lock().unwrap_or_else(|p| p.into_inner()) = bytes.max(1);
+        self.freed.notify_all();
+    }
+
+    pub fn limit(&self) -> usize {
+        *self.limit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes reserved right now.
+    pub fn in_use(&self) -> usize {
+        *self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `bytes` fit (or nothing else is reserved), then reserves them.
+    pub fn reserve(&'static self, bytes: usize) -> Reservation {
+        let limit = self.limit();
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used > 0 && used.saturating_add(bytes) > limit {
+            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += bytes;
+        Reservation {
+            budget: self,
+            bytes,
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used -= self.bytes;
+        self.budget.freed.notify_all();
+    }
+}
