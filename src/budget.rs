@@ -79,3 +79,35 @@ impl Drop for Reservation {
         self.budget.freed.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn reservations_wait_for_the_budget_and_an_oversized_one_runs_alone() {
+        let budget: &'static MemoryBudget = Box::leak(Box::new(MemoryBudget::new(100)));
+        let inside = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..20 {
+                        let _held = budget.reserve(40);
+                        let now = inside.fetch_add(40, Ordering::SeqCst) + 40;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                        inside.fetch_sub(40, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert!(most.load(Ordering::SeqCst) <= 100, "never above the budget");
+        assert_eq!(budget.in_use(), 0);
+        let alone = budget.reserve(1000);
+        assert_eq!(budget.in_use(), 1000);
+        drop(alone);
+        assert_eq!(budget.in_use(), 0);
+    }
+}

@@ -6,7 +6,7 @@ use flowcam_pipeline::engine::stamp::{item_marker_dir, stamp_path};
 use flowcam_pipeline::engine::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -566,6 +566,8 @@ struct Batch {
     /// Items whose run_item stages its output and then panics.
     panic: Option<&'static str>,
     calls: Arc<Mutex<Vec<String>>>,
+    /// Set by the first item that runs: a signal arriving mid-run.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl Batch {
@@ -646,6 +648,9 @@ impl Plan for BatchPlan<'_> {
         if task.panic == Some(key.as_str()) {
             panic!("simulated crash in {key}");
         }
+        if let Some(stop) = &task.stop {
+            stop.store(true, SeqCst);
+        }
         Ok(())
     }
 
@@ -688,6 +693,7 @@ impl BatchFixture {
             fail,
             panic,
             calls: self.calls.clone(),
+            stop: None,
         }
     }
 
@@ -1373,4 +1379,101 @@ fn staging_the_same_target_twice_commits_the_last_content_once() {
     assert_eq!(staging.commit().unwrap(), vec![target.clone()]);
     assert_eq!(fs::read_to_string(&target).unwrap(), "second");
     assert!(partials(tmp.path()).is_empty());
+}
+
+#[test]
+fn a_deleted_or_changed_item_output_makes_the_task_stale_and_reruns_only_its_item() {
+    let tmp = tempfile::tempdir().unwrap();
+    let batch = BatchFixture::new(tmp.path());
+    let probe = batch.task(None, None);
+    let runner = runner();
+    assert!(runner.run(&batch.graph()).unwrap().succeeded());
+    batch.take_calls();
+
+    fs::remove_file(probe.item_output("item-2")).unwrap();
+    let states = runner.status(&batch.graph()).unwrap();
+    match freshness_of(&states, "Batch") {
+        Freshness::Stale(why) => {
+            assert!(why.contains("1 of 6 produced files"), "{why}");
+            assert!(why.contains("item-2.txt is missing"), "{why}");
+        }
+        other => panic!("expected stale, got {other:?}"),
+    }
+    let check = Runner::outputs(&probe);
+    assert_eq!((check.files, check.intact()), (6, 5));
+    let report = runner.run(&batch.graph()).unwrap();
+    assert!(report.succeeded(), "{}", report.summary());
+    assert_eq!(batch.take_calls(), ["item-2"]);
+
+    // Same size, other bytes and time: still noticed.
+    let out = probe.item_output("item-5");
+    let old = fs::read_to_string(&out).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    fs::write(&out, old.replace('v', "V")).unwrap();
+    assert!(matches!(
+        freshness_of(&runner.status(&batch.graph()).unwrap(), "Batch"),
+        Freshness::Stale(_)
+    ));
+    assert!(runner.run(&batch.graph()).unwrap().succeeded());
+    assert_eq!(batch.take_calls(), ["item-5"]);
+    assert_eq!(fs::read_to_string(&out).unwrap(), old);
+    assert_eq!(
+        freshness_of(&runner.status(&batch.graph()).unwrap(), "Batch"),
+        Freshness::Complete
+    );
+}
+
+#[test]
+fn a_leftover_temporary_makes_the_task_stale_and_the_next_run_sweeps_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let batch = BatchFixture::new(tmp.path());
+    let probe = batch.task(None, None);
+    let runner = runner();
+    assert!(runner.run(&batch.graph()).unwrap().succeeded());
+    batch.take_calls();
+    let leftover = temp_path(&probe.item_output("item-9"));
+    fs::write(&leftover, "half").unwrap();
+    match freshness_of(&runner.status(&batch.graph()).unwrap(), "Batch") {
+        Freshness::Stale(why) => assert!(why.contains("temporary files"), "{why}"),
+        other => panic!("expected stale, got {other:?}"),
+    }
+    let report = runner.run(&batch.graph()).unwrap();
+    assert!(report.succeeded(), "{}", report.summary());
+    assert!(batch.take_calls().is_empty(), "no item had to run");
+    assert!(!leftover.exists());
+    assert!(partials(tmp.path()).is_empty());
+}
+
+#[test]
+fn the_stop_flag_ends_the_run_interrupted_and_a_rerun_resumes_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let batch = BatchFixture::new(tmp.path());
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut stopping = batch.task(None, None);
+    stopping.stop = Some(flag.clone());
+    let runner = Runner::new(V1, 1).stop_flag(flag.clone());
+    let report = runner.run(&(Arc::new(stopping) as TaskRef)).unwrap();
+    assert!(report.interrupted);
+    assert!(!report.succeeded());
+    let task = report.task("Batch").unwrap();
+    assert_eq!(task.state, TaskState::Interrupted);
+    assert_eq!((task.items.ran, task.items.not_attempted), (1, 5));
+    assert!(
+        report.summary().contains("were interrupted"),
+        "{}",
+        report.summary()
+    );
+    let probe = batch.task(None, None);
+    assert!(!probe.manifest().exists(), "finish does not run");
+    assert!(!stamp_path(&probe).exists());
+    assert_eq!(batch.markers(), 1);
+    assert_eq!(batch.take_calls(), ["item-1"]);
+
+    flag.store(false, SeqCst);
+    let report = runner.run(&batch.graph()).unwrap();
+    assert!(report.succeeded(), "{}", report.summary());
+    assert_eq!(
+        batch.take_calls(),
+        ["item-2", "item-3", "item-4", "item-5", "item-6"]
+    );
 }

@@ -130,6 +130,22 @@ mod tests {
     }
 
     #[test]
+    fn no_more_threads_start_than_there_are_jobs() {
+        let threads = Mutex::new(std::collections::HashSet::new());
+        run_all(
+            2,
+            256,
+            |_| {
+                threads.lock().unwrap().insert(std::thread::current().id());
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            },
+            || false,
+        );
+        assert!(threads.lock().unwrap().len() <= 2);
+        assert!(run_all(0, 256, |i| i, || false).is_empty());
+    }
+
+    #[test]
     fn slots_bound_the_holders() {
         let slots = Slots::new(2);
         let inside = AtomicUsize::new(0);
