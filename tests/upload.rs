@@ -751,6 +751,42 @@ fn an_upload_api_that_stores_part_of_a_batch_gets_only_confirmed_batches_recorde
 }
 
 #[test]
+fn verify_remote_through_the_upload_api_resends_a_deleted_object() {
+    let garage = Garage::shared();
+    let api = UploadApi::start(garage.client.clone());
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    let prefix = unique_prefix("api-verify");
+    let args = api_args(&api.url, &garage, &prefix);
+    let first = work.run(&args);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let key_prefix = format!("{prefix}/{FIXTURE}/");
+    let deleted = format!("{key_prefix}{FIXTURE}_8900.tif");
+    garage.delete(garage.bucket(), &deleted);
+    api.take_requests();
+
+    let mut verify_args = args.clone();
+    verify_args.push("--verify-remote");
+    let verified = work.run(&verify_args);
+    assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
+    let upload = work.upload_report();
+    assert_eq!(upload["items"]["ran"], 1, "{upload}");
+    assert_eq!(upload["items"]["skipped"], 101, "{upload}");
+    // Only the deleted vignette is sent; the tables are still there.
+    assert_eq!(api.take_requests(), vec![1]);
+    assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
+    assert_eq!(work.ledger().len(), 105);
+    assert_eq!(work.upload_status(&args), "complete");
+
+    // A lost ledger: the service gives no sizes or checksums to rebuild it from, so
+    // everything is sent again.
+    std::fs::remove_file(work.ledger_path()).unwrap();
+    let rebuilt = work.run(&verify_args);
+    assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt));
+    assert_eq!(api.take_requests().iter().sum::<usize>(), 105);
+    assert_eq!(work.ledger().len(), 105);
+}
+
+#[test]
 fn an_upload_api_without_check_file_exist_is_named_and_nothing_is_recorded() {
     let garage = Garage::shared();
     let api = UploadApi::start(garage.client.clone());
