@@ -2,8 +2,10 @@
 //! form of a `bucket_name` field and one `files` part per file, at most 999 files a request.
 //!
 //! Each part's file name is our object key (`[<prefix>/]<experiment>/<file>`); the service
-//! stores the file under `/` followed by that name (its key has a leading slash), so the
-//! bucket holds the same layout as a direct S3 upload, one `/` deeper.
+//! stores the file under `/` followed by that name, so the bucket holds the layout of a
+//! direct S3 upload with a leading slash (stores that drop leading slashes, as Garage does,
+//! hold exactly that layout). Look-ups use the service's key, so they agree with it either
+//! way.
 //!
 //! A 2xx answer is not a confirmation: the service answers 200 even when its writes to the
 //! store failed (it swallows each file's error). So after a 2xx every file of the batch is
