@@ -1,5 +1,5 @@
 //! The S3 destination sends Content-MD5, so a body damaged on the way is rejected by the
-//! server instead of stored. (Its own test binary: it sets the AWS variables of this
+//! server instead of stored; and it answers whether single keys exist. (Its own test binary: it sets the AWS variables of this
 //! process, which the credential chain reads, before any other thread runs.)
 
 mod common;
@@ -47,5 +47,13 @@ fn a_body_that_does_not_match_its_md5_is_rejected_and_not_stored() {
     assert_eq!(keys, vec![format!("{prefix}intact.tif").as_str()]);
     assert_eq!(listed[0].etag, hex::encode(Md5::digest(&sent)));
     assert_eq!(listed[0].size, sent.len() as u64);
+
+    // HeadObject answers for single keys too: the stored one exists, the rejected not.
+    let keys = [
+        format!("{prefix}intact.tif"),
+        format!("{prefix}damaged.tif"),
+    ];
+    assert_eq!(destination.exists(&keys).unwrap(), vec![true, false]);
     garage.delete(garage.bucket(), &listed[0].key);
+    assert_eq!(destination.exists(&keys[..1]).unwrap(), vec![false]);
 }

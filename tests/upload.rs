@@ -4,7 +4,7 @@
 mod common;
 
 use common::garage::Garage;
-use common::upload_api::UploadApi;
+use common::upload_api::{Storing, UploadApi};
 use common::*;
 use flowcam_pipeline::synthetic::SyntheticSession;
 use md5::{Digest, Md5};
@@ -98,6 +98,28 @@ impl Workplace {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
+    }
+
+    /// `status --json` with the same upload options: the UploadToS3 task's state.
+    fn upload_status(&self, args: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_flowcam-pipeline"))
+            .current_dir(self.dir.path())
+            .args(["status", "--json", "-d", self.input.to_str().unwrap()])
+            .args(["-o", self.out.to_str().unwrap()])
+            .args(args)
+            .env("HOME", self.dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let task = shown[0]["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["task"] == "UploadToS3")
+            .cloned()
+            .unwrap_or_else(|| panic!("no UploadToS3 in {shown}"));
+        task["state"].as_str().unwrap().to_string()
     }
 
     fn session_out(&self) -> PathBuf {
@@ -616,4 +638,187 @@ fn an_upload_api_redirect_is_not_taken_for_a_confirmation() {
         api.take_requests().is_empty(),
         "the real endpoint got nothing"
     );
+}
+
+/// The upload API options of the tests below: batches of 7, two in flight.
+///
+/// The test service, like the real one, stores each file under `/<key>`; Garage drops
+/// leading slashes from keys, so the tests find the objects under `<key>`.
+fn api_args<'a>(url: &'a str, garage: &'a Garage, prefix: &'a str) -> Vec<&'a str> {
+    vec![
+        "--api-url",
+        url,
+        "--s3-bucket",
+        garage.bucket(),
+        "--s3-prefix",
+        prefix,
+        "--api-batch-size",
+        "7",
+        "--upload-concurrency",
+        "2",
+    ]
+}
+
+#[test]
+fn an_upload_api_that_answers_200_but_stores_nothing_gets_nothing_recorded() {
+    let garage = Garage::shared();
+    let api = UploadApi::start(garage.client.clone());
+    api.storing(Storing::Nothing);
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    let prefix = unique_prefix("api-stores-nothing");
+    let args = api_args(&api.url, &garage, &prefix);
+    let first = work.run(&args);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        stdout.contains("answered HTTP 200 for the batch of 7 files ("),
+        "{stdout}"
+    );
+    assert!(stdout.contains("but did not store 7 of them: "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{prefix}/{FIXTURE}/{FIXTURE}_")),
+        "the message names the files: {stdout}"
+    );
+    assert!(stdout.contains("sent again on the next run"), "{stdout}");
+    // Every batch was posted and answered 200; none is recorded as delivered.
+    assert_eq!(api.take_requests().iter().sum::<usize>(), 102);
+    assert!(
+        garage
+            .list(garage.bucket(), &format!("{prefix}/"))
+            .is_empty()
+    );
+    assert!(work.ledger().is_empty(), "{:?}", work.ledger());
+    assert_ne!(work.upload_status(&args), "complete");
+
+    // The service healthy again: everything is delivered and confirmed.
+    api.storing(Storing::All);
+    let second = work.run(&args);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_all_delivered(
+        &garage,
+        garage.bucket(),
+        &format!("{prefix}/{FIXTURE}/"),
+        &work,
+    );
+    assert_eq!(work.ledger().len(), 105);
+    assert_eq!(work.upload_status(&args), "complete");
+}
+
+#[test]
+fn an_upload_api_that_stores_part_of_a_batch_gets_only_confirmed_batches_recorded() {
+    let garage = Garage::shared();
+    let api = UploadApi::start(garage.client.clone());
+    let lost_file = format!("{FIXTURE}_8900.tif");
+    api.storing(Storing::AllBut(lost_file.clone()));
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    let prefix = unique_prefix("api-stores-some");
+    let args = api_args(&api.url, &garage, &prefix);
+    let first = work.run(&args);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    let lost = format!("{prefix}/{FIXTURE}/{lost_file}");
+    assert!(
+        stdout.contains(&format!("but did not store 1 of them: {lost};")),
+        "{stdout}"
+    );
+
+    // The ledger holds only objects that are there with its MD5, and not the lost one.
+    let ledger = work.ledger();
+    assert!(!ledger.contains_key(&lost), "{lost} is in the ledger");
+    let remote = garage.list(garage.bucket(), &format!("{prefix}/"));
+    assert!(!remote.contains_key(&lost));
+    for (key, md5) in &ledger {
+        let there = remote.get(key).map(|r| &r.1);
+        assert_eq!(there, Some(md5), "{key} is in the ledger but not stored");
+    }
+    // Only the batch with the lost file failed (a whole batch counts as one).
+    let failed_batch = 102 - ledger.len();
+    assert!((1..=7).contains(&failed_batch), "{} recorded", ledger.len());
+    assert_ne!(work.upload_status(&args), "complete");
+    api.take_requests();
+
+    api.storing(Storing::All);
+    let second = work.run(&args);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_eq!(api.take_requests(), vec![failed_batch, 3]);
+    assert_all_delivered(
+        &garage,
+        garage.bucket(),
+        &format!("{prefix}/{FIXTURE}/"),
+        &work,
+    );
+    assert_eq!(work.ledger().len(), 105);
+}
+
+#[test]
+fn verify_remote_through_the_upload_api_resends_a_deleted_object() {
+    let garage = Garage::shared();
+    let api = UploadApi::start(garage.client.clone());
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    let prefix = unique_prefix("api-verify");
+    let args = api_args(&api.url, &garage, &prefix);
+    let first = work.run(&args);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let key_prefix = format!("{prefix}/{FIXTURE}/");
+    let deleted = format!("{key_prefix}{FIXTURE}_8900.tif");
+    garage.delete(garage.bucket(), &deleted);
+    api.take_requests();
+
+    let mut verify_args = args.clone();
+    verify_args.push("--verify-remote");
+    let verified = work.run(&verify_args);
+    assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
+    let upload = work.upload_report();
+    assert_eq!(upload["items"]["ran"], 1, "{upload}");
+    assert_eq!(upload["items"]["skipped"], 101, "{upload}");
+    // Only the deleted vignette is sent; the tables are still there.
+    assert_eq!(api.take_requests(), vec![1]);
+    assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
+    assert_eq!(work.ledger().len(), 105);
+    assert_eq!(work.upload_status(&args), "complete");
+
+    // A lost ledger: the service gives no sizes or checksums to rebuild it from, so
+    // everything is sent again.
+    std::fs::remove_file(work.ledger_path()).unwrap();
+    let rebuilt = work.run(&verify_args);
+    assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt));
+    assert_eq!(api.take_requests().iter().sum::<usize>(), 105);
+    assert_eq!(work.ledger().len(), 105);
+}
+
+#[test]
+fn an_upload_api_without_check_file_exist_is_named_and_nothing_is_recorded() {
+    let garage = Garage::shared();
+    let api = UploadApi::start(garage.client.clone());
+    api.check_endpoint(false);
+    let work = Workplace::with_fixture(&garage, FIXTURE);
+    let prefix = unique_prefix("api-no-check");
+    // Given as the upload URL, with user information and a query that must not be shown.
+    let url = format!(
+        "{}/upload/?token=t0ken",
+        api.url.replace("http://", "http://user:pa55word@")
+    );
+    let args = api_args(&url, &garage, &prefix);
+    let output = work.run(&args);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("has no check-file-exist endpoint (HTTP 404"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("cannot confirm deliveries"), "{stdout}");
+    // Told once, not once per batch.
+    assert_eq!(
+        stdout.matches("check-file-exist endpoint").count(),
+        1,
+        "{stdout}"
+    );
+    let all = text(&output);
+    let report = std::fs::read_to_string(work.session_out().join("run-report.json")).unwrap();
+    for secret in ["pa55word", "t0ken"] {
+        assert!(!all.contains(secret), "{secret} was printed:\n{all}");
+        assert!(!report.contains(secret), "{secret} is in the run report");
+    }
+    assert!(work.ledger().is_empty(), "{:?}", work.ledger());
+    assert_ne!(work.upload_status(&args), "complete");
 }

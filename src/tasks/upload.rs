@@ -422,6 +422,12 @@ fn vouched_for(known: &HashMap<String, Known>, candidate: &Candidate) -> bool {
 /// For `--verify-remote`: lists the destination, keeps the ledger lines its listing
 /// confirms (rewriting the ledger with only those, before anything else happens), and
 /// knows the other listed objects by size and ETag so that unchanged files are not sent.
+///
+/// A destination that cannot list (the upload API) is asked whether each ledger key
+/// exists instead, and the ledger keeps the lines of the keys that do. That confirms
+/// presence only: the API reports neither size nor ETag, so an object that is there but
+/// differs from what the ledger recorded is not noticed. Nothing is known beyond the
+/// ledger either, so with a lost ledger every file is sent again.
 fn verified_ledger(
     destination: &dyn Destination,
     path: &std::path::Path,
@@ -430,11 +436,10 @@ fn verified_ledger(
 ) -> anyhow::Result<(Ledger, HashMap<String, Known>)> {
     let listed = destination
         .list(key_prefix)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .context(
-            "--verify-remote needs a destination that can list its objects (S3); the upload \
-             API cannot",
-        )?;
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(listed) = listed else {
+        return confirmed_ledger(destination, path, title);
+    };
     let old = Ledger::open(path, title)?;
     let mut keep = Vec::new();
     let mut known = HashMap::new();
@@ -464,6 +469,50 @@ fn verified_ledger(
         listed_only = dropped,
         "verified the ledger against the destination"
     );
+    Ok((Ledger::rewrite(path, title, &keep)?, known))
+}
+
+/// `--verify-remote` for a destination that cannot list: keeps the ledger lines whose key
+/// the destination says it has, and forgets the rest so that they are sent again.
+fn confirmed_ledger(
+    destination: &dyn Destination,
+    path: &std::path::Path,
+    title: &str,
+) -> anyhow::Result<(Ledger, HashMap<String, Known>)> {
+    let old = Ledger::open(path, title)?;
+    let mut recorded: Vec<(String, LedgerEntry)> = old
+        .entries()
+        .iter()
+        .map(|(key, entry)| (key.clone(), entry.clone()))
+        .collect();
+    drop(old);
+    recorded.sort_by(|a, b| a.0.cmp(&b.0));
+    let keys: Vec<String> = recorded.iter().map(|(key, _)| key.clone()).collect();
+    let there = destination.exists(&keys).map_err(|e| {
+        anyhow::anyhow!("--verify-remote could not check the ledger's objects: {e}")
+    })?;
+    let before = recorded.len();
+    let keep: Vec<(String, LedgerEntry)> = recorded
+        .into_iter()
+        .zip(there)
+        .filter_map(|(line, there)| there.then_some(line))
+        .collect();
+    tracing::info!(
+        kept = keep.len(),
+        missing = before - keep.len(),
+        "verified the ledger against the destination, by key only (it cannot list)"
+    );
+    let known = keep
+        .iter()
+        .map(|(key, e)| {
+            let known = Known {
+                size: e.size,
+                md5: e.md5.clone(),
+                mtime_ns: Some(e.mtime_ns),
+            };
+            (key.clone(), known)
+        })
+        .collect();
     Ok((Ledger::rewrite(path, title, &keep)?, known))
 }
 

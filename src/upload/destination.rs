@@ -56,6 +56,15 @@ pub trait Destination: Send + Sync {
     /// The objects whose keys start with `prefix`, or `None` when this destination cannot
     /// list (the upload API).
     fn list(&self, prefix: &str) -> Result<Option<Vec<RemoteObject>>, UploadError>;
+
+    /// Whether each of `keys` (our keys, as in [`Outgoing::key`]) is at the destination,
+    /// in the same order.
+    ///
+    /// Why besides [`Destination::list`]: the upload API cannot list, but it can answer
+    /// for one key, and that is what lets `--verify-remote` check a ledger through it. It
+    /// says nothing of size or content: a destination that can list should be verified by
+    /// its listing, which gives both.
+    fn exists(&self, keys: &[String]) -> Result<Vec<bool>, UploadError>;
 }
 
 /// Removes every occurrence of the given secrets from a message, for text that comes back

@@ -20,7 +20,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use base64::Engine;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// The region used when neither the environment nor a profile sets one. S3-compatible
 /// stores mostly ignore it, but request signing needs one.
@@ -353,6 +355,49 @@ impl Destination for S3Destination {
                 }
             }
             Ok(Some(found))
+        })
+    }
+
+    /// HeadObject for each key, `concurrency` in flight. Listing is the better check for
+    /// this destination (`--verify-remote` lists); this answers for single keys.
+    fn exists(&self, keys: &[String]) -> Result<Vec<bool>, UploadError> {
+        self.runtime.block_on(async {
+            let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+            let mut tasks = tokio::task::JoinSet::new();
+            for (index, key) in keys.iter().enumerate() {
+                let head = self
+                    .client
+                    .head_object()
+                    .bucket(&self.settings.bucket)
+                    .key(key);
+                let permits = permits.clone();
+                tasks.spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    (index, head.send().await)
+                });
+            }
+            let mut found = vec![false; keys.len()];
+            while let Some(joined) = tasks.join_next().await {
+                let (index, answer) = joined.map_err(|e| {
+                    UploadError::Destination(format!(
+                        "a HeadObject at {} failed: {e}",
+                        self.settings.describe()
+                    ))
+                })?;
+                found[index] = match answer {
+                    Ok(_) => true,
+                    Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => false,
+                    Err(e) => {
+                        return Err(match self.classify(e) {
+                            UploadError::Object(m) => {
+                                UploadError::Object(format!("{}: {m}", keys[index]))
+                            }
+                            destination => destination,
+                        });
+                    }
+                };
+            }
+            Ok(found)
         })
     }
 }
