@@ -1061,6 +1061,9 @@ fn m_drop_rows(rng: &mut Rng, case: &mut Case) {
         .cloned()
         .collect();
     let dropped = rows.len() - keep.len();
+    if keep.is_empty() {
+        case.tags.insert("no-particles");
+    }
     case.lines.splice(rows, keep);
     case.note("drop-rows", true, format!("{dropped} rows dropped"));
 }
