@@ -700,6 +700,190 @@ fn duplicate_ids_name_the_first_line() {
     )));
 }
 
+// --- Integers are numbers (issue 10) ------------------------------------------------
+
+#[test]
+fn spellings_of_one_id_are_a_duplicate() {
+    // 8875 on line 12, then +8875 (line 13) and 08875 (line 14): one number, three times.
+    let text = lst(
+        &TYPED,
+        &[
+            typed_row("8875", &[]),
+            typed_row("+8875", &[]),
+            typed_row("08875", &[]),
+        ],
+    );
+    let e = parse_err(&text);
+    let got: Vec<(Option<usize>, Option<&str>, &str)> = e
+        .problems
+        .iter()
+        .map(|p| (p.line, p.field.as_deref(), p.message.as_str()))
+        .collect();
+    let message = "particle id 8875 already used on line 12";
+    assert_eq!(
+        got,
+        [
+            (Some(13), Some("id"), message),
+            (Some(14), Some("id"), message)
+        ]
+    );
+    let shown = e.to_string();
+    assert!(
+        shown.contains(&format!("{PATH}:13: field id: {message}")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("{PATH}:14: field id: {message}")),
+        "{shown}"
+    );
+
+    // The same through the file ReadMetadata reads.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ids.lst");
+    std::fs::write(&path, &text).unwrap();
+    let shown = read_to_csv(&path).unwrap_err().to_string();
+    let expected = format!("{}:14: field id: {message}", path.display());
+    assert!(shown.contains(&expected), "{shown}");
+}
+
+/// Fields with integers of both widths beside the required ones, and a double.
+const INTEGERS: [(&str, &str); 9] = [
+    ("id", "int32"),
+    ("image_x", "int32"),
+    ("image_y", "int32"),
+    ("image_w", "int32"),
+    ("image_h", "int32"),
+    ("src_x", "int32"),
+    ("big", "int64"),
+    ("area", "double"),
+    ("collage_file", "string"),
+];
+
+#[test]
+fn integers_are_handed_on_in_canonical_form() {
+    let rows = [
+        "+12|012|-0|+5|0005|-5|-0042|+3.50|a.tif".to_string(),
+        "13|0|00|1|1|0|+9223372036854775807|0.5|a.tif".to_string(),
+        "-7|1|2|3|4|-0|-9223372036854775808|1|a.tif".to_string(),
+    ];
+    let text = lst(&INTEGERS, &rows);
+    let expected: Vec<Vec<String>> = [
+        // Doubles and strings stay as written; only integers are rewritten.
+        ["12", "12", "0", "5", "5", "-5", "-42", "+3.50", "a.tif"],
+        [
+            "13",
+            "0",
+            "0",
+            "1",
+            "1",
+            "0",
+            "9223372036854775807",
+            "0.5",
+            "a.tif",
+        ],
+        [
+            "-7",
+            "1",
+            "2",
+            "3",
+            "4",
+            "0",
+            "-9223372036854775808",
+            "1",
+            "a.tif",
+        ],
+    ]
+    .iter()
+    .map(|r| r.iter().map(|v| v.to_string()).collect())
+    .collect();
+    let list = parse_ok(&text);
+    assert_eq!(list.rows, expected);
+
+    // ReadMetadata's streaming path writes the same canonical values to metadata.csv.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("integers.lst");
+    std::fs::write(&path, &text).unwrap();
+    let (header, csv) = read_to_csv(&path).unwrap();
+    assert_eq!(header.particles, 3);
+    assert_eq!(csv, list.to_csv().unwrap());
+    let csv = String::from_utf8(csv).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "id,image_x,image_y,image_w,image_h,src_x,big,area,collage_file",
+            "12,12,0,5,5,-5,-42,+3.50,a.tif",
+            "13,0,0,1,1,0,9223372036854775807,0.5,a.tif",
+            "-7,1,2,3,4,0,-9223372036854775808,1,a.tif",
+        ]
+    );
+
+    // Rewriting is no way round the limits: a size of -0 or +00 is still too small.
+    let e = parse_err(&with_bad_second_row(&typed_row("2", &[("image_w", "-0")])));
+    assert_one_problem(&e, Some(13), Some("image_w"), &["-0 must be at least 1"]);
+    let e = parse_err(&with_bad_second_row(&typed_row("2", &[("image_h", "+00")])));
+    assert_one_problem(&e, Some(13), Some("image_h"), &["+00 must be at least 1"]);
+}
+
+#[test]
+fn a_minus_zero_position_decollages_at_zero() {
+    use flowcam_pipeline::TOOL_VERSION;
+    use flowcam_pipeline::engine::{Runner, TaskRef};
+    use flowcam_pipeline::tasks::{DecollageOptions, FlowCamPipeline, Session};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("minus_zero");
+    std::fs::create_dir(&input).unwrap();
+    // A 6 x 4 grey page whose pixel (x, y) is 10 * y + x.
+    let page: Vec<u8> = (0..4u8)
+        .flat_map(|y| (0..6u8).map(move |x| 10 * y + x))
+        .collect();
+    let file = std::fs::File::create(input.join("page.tif")).unwrap();
+    tiff::encoder::TiffEncoder::new(file)
+        .unwrap()
+        .write_image::<tiff::encoder::colortype::Gray8>(6, 4, &page)
+        .unwrap();
+    let rows = [
+        "-0|-0|+0|2|3|page.tif".to_string(),
+        "+7|+3|01|3|2|page.tif".to_string(),
+    ];
+    std::fs::write(input.join("minus_zero.lst"), lst(&MINIMAL, &rows)).unwrap();
+
+    let session = Arc::new(Session::new(&input, &dir.path().join("out"), None).unwrap());
+    let root: TaskRef = Arc::new(FlowCamPipeline::new(
+        session.clone(),
+        DecollageOptions::default(),
+        None,
+    ));
+    let report = Runner::new(TOOL_VERSION, 1).run(&root).unwrap();
+    assert!(report.succeeded(), "{}", report.summary());
+
+    let csv = std::fs::read_to_string(session.metadata_csv()).unwrap();
+    let csv: Vec<&str> = csv.lines().collect();
+    assert_eq!(csv[1..], ["0,0,0,2,3,page.tif", "7,3,1,3,2,page.tif"]);
+    let manifest = std::fs::read_to_string(session.manifest()).unwrap();
+    let particles: Vec<&str> = manifest
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(particles, ["0", "7"]);
+    for (id, (x, y, w, h)) in [("0", (0, 0, 2, 3)), ("7", (3, 1, 3, 2))] {
+        let path = session.vignettes_dir().join(format!("minus_zero_{id}.tif"));
+        let mut decoder = tiff::decoder::Decoder::new(std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(decoder.dimensions().unwrap(), (w, h));
+        let tiff::decoder::DecodingResult::U8(pixels) = decoder.read_image().unwrap() else {
+            panic!("not 8-bit");
+        };
+        let page = &page;
+        let crop: Vec<u8> = (y..y + h)
+            .flat_map(|row| (x..x + w).map(move |col| page[(row * 6 + col) as usize]))
+            .collect();
+        assert_eq!(pixels, crop, "particle {id}");
+    }
+}
+
 #[test]
 fn one_row_can_have_several_problems() {
     let row = typed_row(

@@ -5,6 +5,9 @@
 //! must be non-negative, and `collage_file` must be a plain file name, so that a list can
 //! never make us open `../../etc/passwd`. N varies with instrument and software version and
 //! is read from the file, never assumed.
+//!
+//! Integer values are numbers, not text: `8875`, `+8875` and `08875` are one particle id,
+//! and every integer value is handed on in its canonical decimal form (see [`parse_rows`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -47,6 +50,10 @@ impl FieldType {
             "guid" => FieldType::Guid,
             _ => return None,
         })
+    }
+
+    pub fn is_integer(self) -> bool {
+        matches!(self, FieldType::Int32 | FieldType::Int64)
     }
 
     pub fn is_numeric(self) -> bool {
@@ -99,7 +106,8 @@ pub struct ParticleList {
     /// The format version line, e.g. `017`.
     pub version: String,
     pub fields: Vec<Field>,
-    /// One entry per particle, values in field order, as written in the file.
+    /// One entry per particle, values in field order, as written in the file except that
+    /// integers are in their canonical decimal form (`+12` and `012` are `12`, `-0` is `0`).
     pub rows: Vec<Vec<String>>,
 }
 
@@ -170,7 +178,7 @@ impl ParticleList {
         self.fields.iter().position(|f| f.name == name)
     }
 
-    /// The list as CSV: a header of field names, then the rows as written in the `.lst`.
+    /// The list as CSV: a header of field names, then the rows (as [`ParticleList::rows`]).
     pub fn to_csv(&self) -> anyhow::Result<Vec<u8>> {
         let mut writer = csv::Writer::from_writer(Vec::with_capacity(self.rows.len() * 512));
         writer.write_record(self.fields.iter().map(|f| &f.name))?;
@@ -197,8 +205,9 @@ pub enum ListPart<'a> {
 }
 
 /// Reads the `.lst` at `path` straight into CSV (a header of field names, then the rows as
-/// written), without holding every row as separate strings: memory stays near the size of
-/// the file however many particles it lists.
+/// [`parse_rows`] hands them over: as written, integers canonical), without holding every
+/// row as separate strings: memory stays near the size of the file however many particles
+/// it lists.
 pub fn read_to_csv(path: &Path) -> anyhow::Result<(ListHeader, Vec<u8>)> {
     let bytes =
         std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
@@ -219,9 +228,6 @@ pub fn read_to_csv(path: &Path) -> anyhow::Result<(ListHeader, Vec<u8>)> {
     Ok((header, writer.into_inner()?))
 }
 
-/// Validates `bytes` as the contents of `path` and hands its field declarations, then each
-/// valid row, to `each`. Any problem makes the whole list an error (what was already handed
-/// over is then to be dropped).
 /// The `.lst` files (any case) directly in `folder`, sorted: a session folder holds one.
 pub fn files_in(folder: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     let mut found = Vec::new();
@@ -239,6 +245,20 @@ pub fn files_in(folder: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     Ok(found)
 }
 
+/// Validates `bytes` as the contents of `path` and hands its field declarations, then each
+/// valid row, to `each`. Any problem makes the whole list an error (what was already handed
+/// over is then to be dropped).
+///
+/// Integer fields (`int32`, `int64`) are numbers: the values handed over are in canonical
+/// decimal form (`+8875` and `08875` become `8875`, `-0` becomes `0`, `-5` stays), and ids
+/// are unique by numeric value. Without this, `8875`, `+8875` and `08875` would be three
+/// particles whose vignettes all say `"id":8875`, and a `-0` position that validates as 0
+/// would fail later in decollage, far from its `.lst` line. Everything downstream
+/// (metadata.csv, vignette names, the manifest) sees the canonical form only.
+///
+/// Rows stream through borrowed slices of the file: a row whose values are already
+/// canonical (every row the instrument writes) is handed over without allocating; only a
+/// row with a value to rewrite allocates, for its rewritten values.
 pub fn parse_rows(
     path: &Path,
     bytes: &[u8],
@@ -276,7 +296,9 @@ pub fn parse_rows(
     let id_index = index("id").expect("checked by header");
     let collage_index = index("collage_file").expect("checked by header");
     let mut particles = 0;
-    let mut seen_ids: HashMap<String, usize> = HashMap::new();
+    // Keyed by numeric value (int32 and int64 ids both fit an i64), so spellings of one
+    // number collide and no id is copied into a String.
+    let mut seen_ids: HashMap<i64, usize> = HashMap::new();
     let mut values: Vec<&str> = Vec::with_capacity(fields.len());
     for (offset, line) in lines[first_row.min(lines.len())..].iter().enumerate() {
         let line_no = first_row + offset + 1;
@@ -291,10 +313,16 @@ pub fn parse_rows(
             continue;
         }
         let mut ok = true;
-        for (field, value) in fields.iter().zip(&values) {
+        // (field index, canonical form) of integer values written otherwise; stays empty,
+        // and unallocated, for a row that is canonical already.
+        let mut canonical: Vec<(usize, String)> = Vec::new();
+        for (i, (field, value)) in fields.iter().zip(&values).enumerate() {
             if let Err(message) = field.ty.check(value) {
                 parser.problem(Some(line_no), Some(&field.name), message);
                 ok = false;
+            } else if field.ty.is_integer() && !is_canonical_integer(value) {
+                let number: i64 = value.parse().expect("checked as an integer");
+                canonical.push((i, number.to_string()));
             }
         }
         for &g in &geometry {
@@ -316,21 +344,31 @@ pub fn parse_rows(
             parser.problem(Some(line_no), Some("collage_file"), message);
             ok = false;
         }
-        let id = values[id_index];
-        // Keep the first line an id was seen on, so every repeat names that line.
-        if let Some(&first) = seen_ids.get(id) {
-            parser.problem(
-                Some(line_no),
-                Some("id"),
-                format!("particle id {id} already used on line {first}"),
-            );
-            ok = false;
-        } else {
-            seen_ids.insert(id.to_string(), line_no);
+        // An id that is not an integer was reported above. Keep the first line an id was
+        // seen on, so every repeat names that line.
+        if let Ok(id) = values[id_index].parse::<i64>() {
+            if let Some(&first) = seen_ids.get(&id) {
+                parser.problem(
+                    Some(line_no),
+                    Some("id"),
+                    format!("particle id {id} already used on line {first}"),
+                );
+                ok = false;
+            } else {
+                seen_ids.insert(id, line_no);
+            }
         }
         if ok {
             particles += 1;
-            each(ListPart::Row(&values));
+            if canonical.is_empty() {
+                each(ListPart::Row(&values));
+            } else {
+                let mut row: Vec<&str> = values.clone();
+                for (i, value) in &canonical {
+                    row[*i] = value;
+                }
+                each(ListPart::Row(&row));
+            }
         }
     }
     if !parser.problems.is_empty() {
@@ -476,6 +514,15 @@ impl Parser<'_> {
         }
         Some((version.to_string(), fields))
     }
+}
+
+/// Whether an integer value (already known to parse) is written the way `i64::to_string`
+/// writes it: no sign but a minus, no leading zeros, no `-0`.
+fn is_canonical_integer(value: &str) -> bool {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    let leading_zero = digits.len() > 1 && digits.starts_with('0');
+    let minus_zero = digits == "0" && digits.len() != value.len();
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && !leading_zero && !minus_zero
 }
 
 /// Accepts only a bare file name: no folders, no `..`, nothing absolute, no drive letters.
