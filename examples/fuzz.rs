@@ -1698,6 +1698,9 @@ fn decode_page(path: &Path) -> Result<(u32, u32, usize, Vec<u8>), String> {
         .flatten()
         .and_then(|v| v.into_u16().ok())
         == Some(2);
+    if planar && channels > 1 && matches!(d.get_chunk_type(), tiff::decoder::ChunkType::Tile) {
+        return planar_tiles(&mut d, w, h, channels).map(|pixels| (w, h, channels, pixels));
+    }
     let mut buffer = DecodingResult::U8(Vec::new());
     let layout = d
         .read_image_to_buffer(&mut buffer)
@@ -1723,6 +1726,45 @@ fn decode_page(path: &Path) -> Result<(u32, u32, usize, Vec<u8>), String> {
         return Ok((w, h, channels, chunky));
     }
     Ok((w, h, channels, data[..pixels * channels].to_vec()))
+}
+
+/// Planar tiles, which the `tiff` crate's whole-image reader cannot read (it trips an
+/// assertion): tile by tile, each placed by the oracle's own arithmetic (tiles across, then
+/// down, plane after plane), the padding beyond the page's edge dropped.
+fn planar_tiles<R: std::io::Read + std::io::Seek>(
+    d: &mut Decoder<R>,
+    w: u32,
+    h: u32,
+    channels: usize,
+) -> Result<Vec<u8>, String> {
+    let (tw, th) = d.chunk_dimensions();
+    if tw == 0 || th == 0 {
+        return Err("tiles of no size".into());
+    }
+    let across = w.div_ceil(tw) as usize;
+    let down = h.div_ceil(th) as usize;
+    let (w, h, tw, th) = (w as usize, h as usize, tw as usize, th as usize);
+    let mut out = vec![0u8; w * h * channels];
+    for s in 0..channels {
+        for t in 0..across * down {
+            let index = (s * across * down + t) as u32;
+            let DecodingResult::U8(tile) = d.read_chunk(index).map_err(|e| e.to_string())? else {
+                return Err("not 8-bit samples".into());
+            };
+            let (x0, y0) = ((t % across) * tw, (t / across) * th);
+            let (cw, ch) = (tw.min(w - x0), th.min(h - y0));
+            let stride = if t % across == across - 1 { w - x0 } else { tw };
+            if tile.len() < stride * ch {
+                return Err(format!("tile {index}: {} bytes", tile.len()));
+            }
+            for y in 0..ch {
+                for x in 0..cw {
+                    out[((y0 + y) * w + x0 + x) * channels + s] = tile[y * stride + x];
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn check_outputs(input: &Path, output: &Path, experiment: &str) -> Result<(), String> {

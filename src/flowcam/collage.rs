@@ -7,6 +7,7 @@ use std::io::BufReader;
 use std::path::Path;
 use tiff::ColorType;
 use tiff::decoder::{Decoder, DecodingResult, Limits};
+use tiff::tags::Tag;
 
 /// The pixel layouts we decode and write back unchanged. The samples we have are RGB with
 /// three equal channels; grey pages exist on other instruments.
@@ -48,8 +49,21 @@ impl Collage {
 
     /// Decodes the first page of an already opened TIFF.
     pub fn read(file: File, budget: Option<&'static MemoryBudget>) -> anyhow::Result<Collage> {
-        Self::decode(BufReader::with_capacity(1 << 16, file), budget)
-            .map_err(|e| anyhow::anyhow!("cannot decode collage: {e}"))
+        // The decoder has assertions that hostile files can trip (seen with planar tiles):
+        // a page it cannot read is an error naming the page, never a crash of the worker.
+        let reader = BufReader::with_capacity(1 << 16, file);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::decode(reader, budget)
+        }))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(format!("the TIFF decoder gave up on this file ({message})"))
+        })
+        .map_err(|e| anyhow::anyhow!("cannot decode collage: {e}"))
     }
 
     fn decode<R: std::io::Read + std::io::Seek>(
@@ -75,11 +89,25 @@ impl Collage {
             .ok_or_else(|| format!("a {width}x{height} page is too large"))?;
         // The decoded page and, at most, its crops: reserved before decoding.
         let memory = budget.map(|b| b.reserve(expected.saturating_mul(2)));
+        let planar = decoder
+            .find_tag_unsigned::<u16>(Tag::PlanarConfiguration)
+            .map_err(|e| e.to_string())?
+            == Some(2);
+        if planar && channels > 1 {
+            let pixels = read_planar(&mut decoder, width, height, channels)?;
+            return Ok(Collage {
+                width,
+                height,
+                format,
+                pixels,
+                _memory: memory,
+            });
+        }
         let mut result = DecodingResult::U8(Vec::new());
         let layout = decoder
             .read_image_to_buffer(&mut result)
             .map_err(|e| e.to_string())?;
-        let DecodingResult::U8(mut pixels) = result else {
+        let DecodingResult::U8(pixels) = result else {
             return Err("not 8 bits per sample".to_string());
         };
         if pixels.len() < layout.complete_len {
@@ -91,19 +119,10 @@ impl Collage {
             ));
         }
         if layout.planes > 1 {
-            // PlanarConfiguration=2: one plane per channel (RRR.. GGG.. BBB..); interleave.
-            let plane = layout
-                .plane_stride
-                .map_or(pixels.len() / layout.planes, |s| s.get());
-            pixels = interleave(&pixels, layout.planes, plane, expected / channels).ok_or_else(
-                || {
-                    format!(
-                        "{} planes of {plane} bytes do not make a {width}x{height} page of \
-                         {channels} channels",
-                        layout.planes
-                    )
-                },
-            )?;
+            return Err(format!(
+                "{} planes in a page not marked planar: refused",
+                layout.planes
+            ));
         }
         // Whatever the decoder did, a crop must never read outside the page or see pixels
         // of the wrong layout: the buffer is exactly what the header promises, or an error.
@@ -143,33 +162,56 @@ impl Collage {
     }
 }
 
-/// `planes` planes of `plane` bytes each, `pixels` samples used per plane, as interleaved
-/// pixels; `None` when the buffer is too short for that.
-fn interleave(data: &[u8], planes: usize, plane: usize, pixels: usize) -> Option<Vec<u8>> {
-    if plane < pixels || data.len() < plane.checked_mul(planes)? {
-        return None;
+/// A planar page (PlanarConfiguration=2: all of channel 0, then all of channel 1, ...,
+/// each cut in strips or tiles) decoded chunk by chunk into interleaved pixels. Every chunk
+/// must be there, hold the samples its place in the page needs, and lie inside the page.
+fn read_planar<R: std::io::Read + std::io::Seek>(
+    decoder: &mut Decoder<R>,
+    width: u32,
+    height: u32,
+    channels: usize,
+) -> Result<Vec<u8>, String> {
+    let (chunk_w, chunk_h) = decoder.chunk_dimensions();
+    if chunk_w == 0 || chunk_h == 0 {
+        return Err("strips or tiles of no size".to_string());
     }
-    let mut out = vec![0u8; pixels * planes];
-    for p in 0..planes {
-        let source = &data[p * plane..p * plane + pixels];
-        for (i, &v) in source.iter().enumerate() {
-            out[i * planes + p] = v;
+    let across = width.div_ceil(chunk_w) as usize;
+    let per_plane = across * height.div_ceil(chunk_h) as usize;
+    let (w, h) = (width as usize, height as usize);
+    let mut out = vec![0u8; w * h * channels];
+    for plane in 0..channels {
+        for j in 0..per_plane {
+            let index = u32::try_from(plane * per_plane + j).map_err(|e| e.to_string())?;
+            let (data_w, data_h) = decoder.chunk_data_dimensions(index);
+            let DecodingResult::U8(data) = decoder
+                .read_chunk(index)
+                .map_err(|e| format!("plane {plane}, chunk {j}: {e}"))?
+            else {
+                return Err("not 8 bits per sample".to_string());
+            };
+            let (data_w, data_h) = (data_w as usize, data_h as usize);
+            if data.len() < data_w * data_h {
+                return Err(format!(
+                    "plane {plane}, chunk {j}: {} bytes for {data_w}x{data_h} samples",
+                    data.len()
+                ));
+            }
+            let x0 = (j % across) * chunk_w as usize;
+            let y0 = (j / across) * chunk_h as usize;
+            if x0 >= w || y0 >= h {
+                return Err(format!("plane {plane}, chunk {j} lies outside the page"));
+            }
+            // Tiles are stored whole; the decoder sizes the last row of tiles of planes
+            // after the first with their padding, which is cut off here.
+            let (used_w, used_h) = (data_w.min(w - x0), data_h.min(h - y0));
+            for row in 0..used_h {
+                let source = &data[row * data_w..row * data_w + used_w];
+                let start = ((y0 + row) * w + x0) * channels + plane;
+                for (k, &v) in source.iter().enumerate() {
+                    out[start + k * channels] = v;
+                }
+            }
         }
     }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn planes_interleave_into_pixels() {
-        let planar = [1, 2, 3, 10, 20, 30, 100, 200, 255];
-        assert_eq!(
-            interleave(&planar, 3, 3, 3).unwrap(),
-            vec![1, 10, 100, 2, 20, 200, 3, 30, 255]
-        );
-        assert!(interleave(&planar, 3, 4, 3).is_none());
-    }
+    Ok(out)
 }

@@ -311,6 +311,10 @@ impl Plan for Pages<'_> {
     }
 
     fn finish(&self, out: &mut Staging) -> anyhow::Result<()> {
+        // A list without particles has no vignettes, but its (empty) folder is a target
+        // all the same: without it the task would never be complete.
+        let folder = self.task.session.vignettes_dir();
+        std::fs::create_dir_all(&folder).with_context(|| folder.display().to_string())?;
         let c = &self.columns;
         let sizes = self.sizes.lock().expect("no panics under the lock");
         let mut manifest = csv::Writer::from_writer(Vec::with_capacity(self.rows.len() * 80));
@@ -393,7 +397,9 @@ fn json_string(value: &str, out: &mut String) {
 /// Writes the value as written in the `.lst` when it is already valid JSON (keeping its
 /// precision and formatting), else its parsed value, and `null` for NaN and infinities.
 fn json_number(value: &str, out: &mut String) {
-    if is_json_number(value) {
+    // `1e999` is JSON by its syntax but no reader takes it (it overflows a double).
+    let finite = value.parse::<f64>().is_ok_and(f64::is_finite);
+    if finite && is_json_number(value) {
         out.push_str(value);
     } else {
         match value.parse::<f64>() {
@@ -437,6 +443,8 @@ mod tests {
             ("1e5", "1e5"),
             ("NaN", "null"),
             ("inf", "null"),
+            ("1e999", "null"),
+            ("-1e400", "null"),
         ] {
             let mut out = String::new();
             json_number(text, &mut out);
