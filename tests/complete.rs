@@ -22,6 +22,27 @@ fn run_bin(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
 }
 
+/// Runs the binary, killing it (and failing the test) if it takes longer than `limit`: for
+/// the cases that used to hang or to start threads without end.
+fn run_bin_within(args: &[&str], limit: Duration) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?}: {}", text(&output));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
 }
@@ -484,21 +505,7 @@ fn a_fifo_page_is_an_error_not_a_hang_and_a_link_out_of_the_session_is_refused()
     fs::remove_file(&page2).unwrap();
     let made = Command::new("mkfifo").arg(&page2).status().unwrap();
     assert!(made.success());
-    let start = Instant::now();
-    let mut child = bin()
-        .args(["-d", i, "-o", o])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("the run hangs on a FIFO page");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
+    let output = run_bin_within(&["-d", i, "-o", o], Duration::from_secs(60));
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let said = text(&output);
     assert!(
@@ -551,7 +558,10 @@ fn a_symlink_planted_at_a_temporary_name_is_not_followed() {
 #[test]
 fn out_of_range_workers_are_a_clear_usage_error() {
     for workers in ["100000", "257", "-1"] {
-        let output = run_bin(&["-d", "/nonexistent", &format!("--workers={workers}")]);
+        let output = run_bin_within(
+            &["-d", "/nonexistent", &format!("--workers={workers}")],
+            Duration::from_secs(30),
+        );
         assert_eq!(output.status.code(), Some(2), "{}", text(&output));
         let said = String::from_utf8_lossy(&output.stderr);
         assert!(said.contains("--workers"), "{said}");
