@@ -5,6 +5,11 @@
 //! 1.5 GB. A worker reserves a page's bytes before it decodes it and gives them back when
 //! the page is dropped; when the budget is spent, it waits. A single page larger than the
 //! whole budget still runs, alone, so that no page can wait forever.
+//!
+//! The pages' buffers are kept here too, for the next page whichever worker decodes it:
+//! freed by the thread that used them, buffers of this size would otherwise stay in that
+//! thread's allocator arena, and the process would hold one page per worker however small
+//! the budget.
 
 use std::sync::{Condvar, Mutex, OnceLock};
 
@@ -19,6 +24,8 @@ pub struct MemoryBudget {
     limit: Mutex<usize>,
     used: Mutex<usize>,
     freed: Condvar,
+    /// Buffers given back, for reuse; never more bytes than the limit.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 /// Bytes reserved from a budget, given back when dropped.
@@ -33,6 +40,43 @@ impl MemoryBudget {
             limit: Mutex::new(limit),
             used: Mutex::new(0),
             freed: Condvar::new(),
+            spare: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A zeroed buffer of `len` bytes, reusing a spare one when one is large enough.
+    pub fn buffer(&self, len: usize) -> Vec<u8> {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        let best = spare
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        let mut buffer = match best {
+            Some(i) => spare.swap_remove(i),
+            None => {
+                drop(spare);
+                Vec::with_capacity(len)
+            }
+        };
+        buffer.clear();
+        buffer.resize(len, 0);
+        buffer
+    }
+
+    /// Keeps `buffer` for [`MemoryBudget::buffer`], unless the spares would exceed the
+    /// limit (then the largest spares go back to the system).
+    pub fn give_back(&self, buffer: Vec<u8>) {
+        if buffer.capacity() == 0 {
+            return;
+        }
+        let limit = self.limit();
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        spare.push(buffer);
+        spare.sort_by_key(|b| b.capacity());
+        while spare.iter().map(Vec::capacity).sum::<usize>() > limit {
+            spare.pop();
         }
     }
 
@@ -109,5 +153,20 @@ mod tests {
         assert_eq!(budget.in_use(), 1000);
         drop(alone);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn buffers_are_reused_and_spares_stay_within_the_limit() {
+        let budget = MemoryBudget::new(100);
+        let first = budget.buffer(60);
+        let address = first.as_ptr();
+        budget.give_back(first);
+        let again = budget.buffer(50);
+        assert_eq!(again.as_ptr(), address, "the spare is reused");
+        assert!(again.len() == 50 && again.iter().all(|&b| b == 0));
+        budget.give_back(again);
+        budget.give_back(vec![1; 80]);
+        let kept: usize = budget.spare.lock().unwrap().iter().map(Vec::capacity).sum();
+        assert!(kept <= 100, "{kept}");
     }
 }

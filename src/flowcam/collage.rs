@@ -35,8 +35,18 @@ pub struct Collage {
     pub format: PixelFormat,
     /// Row-major and interleaved, exactly `width * height * channels` bytes.
     pub pixels: Vec<u8>,
+    /// Where the pixels' buffer goes back when the page is dropped.
+    budget: Option<&'static MemoryBudget>,
     /// The page's share of the process's memory budget, held while the page lives.
     _memory: Option<Reservation>,
+}
+
+impl Drop for Collage {
+    fn drop(&mut self) {
+        if let Some(budget) = self.budget {
+            budget.give_back(std::mem::take(&mut self.pixels));
+        }
+    }
 }
 
 impl Collage {
@@ -100,29 +110,26 @@ impl Collage {
                 height,
                 format,
                 pixels,
+                budget: None,
                 _memory: memory,
             });
         }
-        let mut result = DecodingResult::U8(Vec::new());
-        let layout = decoder
-            .read_image_to_buffer(&mut result)
-            .map_err(|e| e.to_string())?;
-        let DecodingResult::U8(pixels) = result else {
-            return Err("not 8 bits per sample".to_string());
-        };
-        if pixels.len() < layout.complete_len {
+        let layout = decoder.image_buffer_layout().map_err(|e| e.to_string())?;
+        if layout.planes > 1 || layout.complete_len != expected {
             return Err(format!(
-                "decoded only {} of the page's {} bytes (a planar page over the decoder's \
-                 limits?)",
-                pixels.len(),
-                layout.complete_len
+                "the decoder lays the page out in {} planes of {} bytes, not one of {expected}",
+                layout.planes, layout.len
             ));
         }
-        if layout.planes > 1 {
-            return Err(format!(
-                "{} planes in a page not marked planar: refused",
-                layout.planes
-            ));
+        let mut pixels = match budget {
+            Some(budget) => budget.buffer(expected),
+            None => vec![0; expected],
+        };
+        if let Err(e) = decoder.read_image_bytes(&mut pixels) {
+            if let Some(budget) = budget {
+                budget.give_back(pixels);
+            }
+            return Err(e.to_string());
         }
         // Whatever the decoder did, a crop must never read outside the page or see pixels
         // of the wrong layout: the buffer is exactly what the header promises, or an error.
@@ -138,16 +145,22 @@ impl Collage {
             height,
             format,
             pixels,
+            budget,
             _memory: memory,
         })
     }
 
-    /// The pixels of the rectangle, or `None` if it does not lie wholly inside the page.
-    pub fn crop(&self, x: u32, y: u32, w: u32, h: u32) -> Option<Vec<u8>> {
+    /// Whether the rectangle is not empty and lies wholly inside the page.
+    pub fn contains(&self, x: u32, y: u32, w: u32, h: u32) -> bool {
         let fits = |start: u32, len: u32, limit: u32| {
             len > 0 && start.checked_add(len).is_some_and(|end| end <= limit)
         };
-        if !fits(x, w, self.width) || !fits(y, h, self.height) {
+        fits(x, w, self.width) && fits(y, h, self.height)
+    }
+
+    /// The pixels of the rectangle, or `None` if it does not lie wholly inside the page.
+    pub fn crop(&self, x: u32, y: u32, w: u32, h: u32) -> Option<Vec<u8>> {
+        if !self.contains(x, y, w, h) {
             return None;
         }
         let c = self.format.channels();

@@ -244,20 +244,18 @@ impl Plan for Pages<'_> {
         let collage = Collage::open(&session.input.join(collage_file), &session.input)?;
         let c = &self.columns;
         let mut outside = Vec::new();
-        let mut crops = Vec::with_capacity(indices.len());
+        // Every rectangle is checked before any vignette is made; then each particle is
+        // cut, encoded and written in turn, so that a page holds one crop at a time beside
+        // its pixels, whatever its number of particles.
+        let mut rects = Vec::with_capacity(indices.len());
         for &i in indices {
             let row = &self.rows[i];
             let number = |col: usize| row[col].parse::<u32>().ok();
-            let rect = (number(c.x), number(c.y), number(c.w), number(c.h));
-            let crop = match rect {
-                (Some(x), Some(y), Some(w), Some(h)) => {
-                    collage.crop(x, y, w, h).map(|pixels| (pixels, w, h))
+            match (number(c.x), number(c.y), number(c.w), number(c.h)) {
+                (Some(x), Some(y), Some(w), Some(h)) if collage.contains(x, y, w, h) => {
+                    rects.push((i, row, (x, y, w, h)))
                 }
-                _ => None,
-            };
-            match crop {
-                Some(crop) => crops.push((i, row, crop)),
-                None => outside.push(format!(
+                _ => outside.push(format!(
                     "particle {} (x={} y={} w={} h={}) lies outside the {}x{} page",
                     &row[c.id],
                     &row[c.x],
@@ -279,8 +277,11 @@ impl Plan for Pages<'_> {
         }
         let position = self.task.session.name.position;
         let mut description = String::new();
-        let mut sizes = Vec::with_capacity(crops.len());
-        for (i, row, (pixels, w, h)) in crops {
+        let mut sizes = Vec::with_capacity(rects.len());
+        for (i, row, (x, y, w, h)) in rects {
+            let pixels = collage
+                .crop(x, y, w, h)
+                .context("a checked rectangle left the page")?;
             let time = c.timestamp.and_then(|t| parse_timestamp(&row[t]));
             let taken = time.map(|t| t.date_time.format("%Y:%m:%d %H:%M:%S").to_string());
             if self.task.options.embed_measurements {
