@@ -134,9 +134,19 @@ fn collages_present(folder: &Path) -> Readiness {
     let Some(lst) = lst else {
         return Readiness::Ready;
     };
-    let Ok(bytes) = std::fs::read(&lst) else {
+    // Only a regular file inside the folder is read (a FIFO would block the pass); any
+    // other is left to the pipeline, which names it.
+    let opened = folder
+        .canonicalize()
+        .map_err(anyhow::Error::from)
+        .and_then(|real| crate::flowcam::input::open_regular(&lst, &real));
+    let mut bytes = Vec::new();
+    let Ok(mut file) = opened else {
         return Readiness::Ready;
     };
+    if std::io::Read::read_to_end(&mut file, &mut bytes).is_err() {
+        return Readiness::Ready;
+    }
     let mut column = None;
     let mut collages = BTreeSet::new();
     let parsed = lst::parse_rows(&lst, &bytes, |part| match part {

@@ -432,7 +432,12 @@ fn a_killed_force_rerun_leaves_no_temporary_once_the_next_run_completes() {
         !partials(&session_out).is_empty(),
         "killed with temporaries"
     );
-    assert_ne!(status(&input, &out)["state"], "complete");
+    let seen = status(&input, &out);
+    assert_ne!(seen["state"], "complete");
+    assert!(
+        seen["temporaries"].as_u64().unwrap() > 0,
+        "status tells of them: {seen}"
+    );
 
     let rerun = run_bin(&["-d", i, "-o", o]);
     assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
@@ -670,4 +675,190 @@ fn rustix_is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `cp -a`: a copy of an output folder, times kept.
+fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .args(["-a", from.to_str().unwrap(), to.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_copied_output_folder_vouches_for_its_own_files_and_never_touches_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = synthetic(dir.path(), "copied", 300, 3);
+    let (original, copy) = (dir.path().join("original"), dir.path().join("copy"));
+    let i = input.to_str().unwrap();
+    let output = run_bin(&["-d", i, "-o", original.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let reference = vignette_bytes(&original.join("copied"));
+    copy_tree(&original, &copy);
+    let c = copy.to_str().unwrap();
+
+    // The copy's stamps name the original's files, so its first run redoes the tables, but
+    // its markers vouch for its own vignettes: no page is cut again.
+    let output = run_bin(&["-d", i, "-o", c]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let report = json(&copy.join("copied/run-report.json"));
+    let items = &task(&report, "DecollageImages")["items"];
+    assert_eq!(
+        (items["ran"].as_u64(), items["skipped"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert_eq!(status(&input, &copy)["state"], "complete");
+    // With its vignettes gone it says so, and is repaired.
+    for entry in fs::read_dir(copy.join("copied/vignettes")).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let seen = status(&input, &copy);
+    assert_eq!(
+        (seen["state"].as_str(), seen["vignettes"].as_u64()),
+        (Some("stale"), Some(0))
+    );
+    let output = run_bin(&["-d", i, "-o", c]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(vignette_bytes(&copy.join("copied")), reference);
+
+    // A forced rerun, and one where a particle's id changes (its old vignette is an orphan
+    // of the copy), touch nothing in the original.
+    let output = run_bin(&["-d", i, "-o", c, "--force"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let lst = input.join("copied.lst");
+    let text_before = fs::read_to_string(&lst).unwrap();
+    let edited: Vec<String> = text_before
+        .lines()
+        .map(|l| match l.strip_prefix("1|") {
+            Some(rest) => format!("9001|{rest}"),
+            None => l.to_string(),
+        })
+        .collect();
+    fs::write(&lst, edited.join("\n") + "\n").unwrap();
+    let output = run_bin(&["-d", i, "-o", c]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        !copy.join("copied/vignettes/copied_1.tif").exists(),
+        "the copy's orphan goes"
+    );
+    assert!(copy.join("copied/vignettes/copied_9001.tif").is_file());
+    assert_eq!(
+        vignette_bytes(&original.join("copied")),
+        reference,
+        "the original is untouched"
+    );
+}
+
+#[test]
+fn an_emptied_manifest_or_metadata_table_is_stale_and_the_next_run_rewrites_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = synthetic(dir.path(), "tables", 50, 1);
+    let out = dir.path().join("out");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    assert_eq!(run_bin(&["-d", i, "-o", o]).status.code(), Some(0));
+    let session_out = out.join("tables");
+    for table in ["manifest.csv", "metadata.csv"] {
+        let path = session_out.join(table);
+        let content = fs::read(&path).unwrap();
+        fs::File::create(&path).unwrap();
+        let seen = status(&input, &out);
+        assert_eq!(seen["state"], "stale", "{table}: {seen}");
+        assert!(
+            seen.to_string().contains("changed since it was written"),
+            "{seen}"
+        );
+        let output = run_bin(&["-d", i, "-o", o]);
+        assert_eq!(output.status.code(), Some(0), "{table}: {}", text(&output));
+        assert_eq!(fs::read(&path).unwrap(), content, "{table} rewritten");
+        assert_eq!(status(&input, &out)["state"], "complete");
+    }
+}
+
+#[test]
+fn a_vignettes_folder_that_links_elsewhere_is_refused_and_nothing_is_written_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = synthetic(dir.path(), "linked", 20, 1);
+    let out = dir.path().join("out");
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir_all(out.join("linked")).unwrap();
+    fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("linked/vignettes")).unwrap();
+    let output = run_bin(&["-d", input.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("is a symbolic link"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+#[test]
+fn a_vignette_swapped_for_a_link_to_a_lookalike_is_noticed_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = synthetic(dir.path(), "swapped", 20, 1);
+    let out = dir.path().join("out");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    assert_eq!(run_bin(&["-d", i, "-o", o]).status.code(), Some(0));
+    let vignette = out.join("swapped/vignettes/swapped_3.tif");
+    let lookalike = dir.path().join("lookalike.tif");
+    let mut bytes = fs::read(&vignette).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&lookalike, &bytes).unwrap();
+    let touched = Command::new("touch")
+        .args([
+            "-r",
+            vignette.to_str().unwrap(),
+            lookalike.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    fs::remove_file(&vignette).unwrap();
+    std::os::unix::fs::symlink(&lookalike, &vignette).unwrap();
+    let seen = status(&input, &out);
+    assert_eq!(seen["state"], "stale", "{seen}");
+    assert!(
+        seen["damaged"][0]
+            .as_str()
+            .unwrap()
+            .contains("no longer a regular file"),
+        "{seen}"
+    );
+    assert_eq!(run_bin(&["-d", i, "-o", o]).status.code(), Some(0));
+    assert!(fs::symlink_metadata(&vignette).unwrap().is_file());
+    assert_eq!(
+        fs::read(&lookalike).unwrap(),
+        bytes,
+        "the link's target is left alone"
+    );
+}
+
+#[test]
+fn a_fifo_list_under_a_root_is_a_named_failure_not_a_silent_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let input = synthetic(&root, "fifolist", 10, 1);
+    let lst = input.join("fifolist.lst");
+    fs::remove_file(&lst).unwrap();
+    assert!(Command::new("mkfifo").arg(&lst).status().unwrap().success());
+    let out = dir.path().join("out");
+    let output = run_bin_within(
+        &[
+            "-d",
+            root.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--settle-seconds",
+            "0",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let said = text(&output);
+    assert!(said.contains("FAILED    fifolist"), "{said}");
+    assert!(said.contains("not a regular file (it is a FIFO)"), "{said}");
 }

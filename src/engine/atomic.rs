@@ -24,6 +24,8 @@ pub const FSYNC_EACH_LIMIT: usize = 8;
 pub struct Staging {
     staged: Vec<(PathBuf, PathBuf)>,
     targets: HashSet<PathBuf>,
+    /// Folders already found to be real folders, not links.
+    folders: HashSet<PathBuf>,
 }
 
 impl Staging {
@@ -37,6 +39,12 @@ impl Staging {
     pub fn write(&mut self, target: impl Into<PathBuf>, bytes: &[u8]) -> io::Result<()> {
         let target = target.into();
         let temp = temp_path(&target);
+        if let Some(parent) = target.parent()
+            && !self.folders.contains(parent)
+        {
+            check_not_a_link(parent)?;
+            self.folders.insert(parent.to_path_buf());
+        }
         let result = match create_temp(&temp) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some(parent) = target.parent() {
@@ -109,6 +117,20 @@ impl Drop for Staging {
         for (temp, _) in &self.staged {
             let _ = fs::remove_file(temp);
         }
+    }
+}
+
+/// A folder written into must be a folder, not a symbolic link (say, a `vignettes` link
+/// planted to send the outputs, the orphan removal and the sweep of temporaries
+/// elsewhere). A folder that does not exist yet is fine: it is created as a folder.
+fn check_not_a_link(folder: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(folder) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(io::Error::other(format!(
+            "{} is a symbolic link: refusing to write through it (remove it; the folder \
+             is made anew)",
+            folder.display()
+        ))),
+        _ => Ok(()),
     }
 }
 

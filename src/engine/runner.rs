@@ -76,7 +76,12 @@ impl Runner {
     pub fn outputs(task: &dyn Task) -> OutputCheck {
         match stamp::read(&stamp::stamp_path(task)) {
             Ok(Some(stamp)) => stamp::check_outputs(task, &stamp),
-            _ => OutputCheck::default(),
+            // No stamp (never complete, or a run interrupted or going on): no record to
+            // check files against, but leftover temporaries are still worth telling.
+            _ => OutputCheck {
+                temporaries: stamp::temporaries_in(&stamp::written_folders(task, &[])),
+                ..OutputCheck::default()
+            },
         }
     }
 
@@ -276,6 +281,7 @@ impl Runner {
             .str(&task.id())
             .str(&parameters);
         let marker_dir = stamp::item_marker_dir(task);
+        let workspace = task.workspace();
         let markers = plan.item_markers();
         // Per item: its digest, its marker, and what its marker says now.
         let mut slots: Vec<ItemSlot> = Vec::with_capacity(items.len());
@@ -295,7 +301,7 @@ impl Runner {
                 digest = digest.file(input, fingerprint);
             }
             let name = stamp::item_marker_name(&item.key);
-            let previous = stamp::read_marker(&marker_dir.join(&name));
+            let previous = ItemMarker::read(&marker_dir.join(&name), &workspace);
             let slot = ItemSlot {
                 digest: digest.hex(),
                 marker: Some(marker_dir.join(&name)),
@@ -344,7 +350,7 @@ impl Runner {
             // this plan produces it (a particle moved to another page keeps its vignette,
             // whichever page ran first).
             let current: HashSet<&str> = slots.iter().map(|s| s.name.as_str()).collect();
-            remove_orphans(&marker_dir, &current, &produced, replaced);
+            remove_orphans(&marker_dir, &workspace, &current, &produced, replaced);
         }
         if !errors.is_empty() {
             return Ok(Execution::Failed(errors));
@@ -365,6 +371,8 @@ impl Runner {
                     break;
                 }
                 if round == 1 {
+                    counts.failed += broken.len();
+                    counts.ran = counts.ran.saturating_sub(broken.len());
                     return Err(broken
                         .iter()
                         .filter_map(|&i| intact(&produced[i]).err().map(|p| (i, p)))
@@ -415,11 +423,18 @@ impl Runner {
             }
         }
 
+        let mut targets = BTreeMap::new();
+        for target in task.outputs().into_iter().filter(|t| t.is_file()) {
+            if let Ok(Some(f)) = FileFingerprint::of(&target) {
+                targets.insert(target.to_string_lossy().into_owned(), f);
+            }
+        }
         let stamp = Stamp {
             tool_version: self.tool_version.clone(),
             task: task.id(),
             parameters: task.parameters(),
             inputs: recorded,
+            targets,
             items: if markers {
                 slots.into_iter().map(|s| s.name).collect()
             } else {
@@ -449,6 +464,7 @@ impl Runner {
             None => (self.slots.limit(), true),
         };
         let stopped_by_item = AtomicBool::new(false);
+        let workspace = task.workspace();
         let outcomes = workers::run_all(
             which.len(),
             threads,
@@ -459,7 +475,7 @@ impl Runner {
                     return ItemOutcome::NotAttempted;
                 }
                 let item = &items[index];
-                let outcome = run_item(plan, index, item, &slots[index]);
+                let outcome = run_item(plan, index, item, &slots[index], &workspace);
                 if matches!(outcome, ItemOutcome::Stopped(_)) {
                     stopped_by_item.store(true, Ordering::Relaxed);
                 }
@@ -552,7 +568,13 @@ enum ItemOutcome {
     NotAttempted,
 }
 
-fn run_item(plan: &dyn Plan, index: usize, item: &Item, slot: &ItemSlot) -> ItemOutcome {
+fn run_item(
+    plan: &dyn Plan,
+    index: usize,
+    item: &Item,
+    slot: &ItemSlot,
+    workspace: &Path,
+) -> ItemOutcome {
     let mut staging = Staging::new();
     let outcome = catch_unwind(AssertUnwindSafe(|| plan.run_item(index, &mut staging)));
     match outcome {
@@ -568,7 +590,7 @@ fn run_item(plan: &dyn Plan, index: usize, item: &Item, slot: &ItemSlot) -> Item
             return ItemOutcome::Failed(format!("{}: internal error (panic): {message}", item.key));
         }
     }
-    match commit_item(staging, item, slot) {
+    match commit_item(staging, item, slot, workspace) {
         Ok(outputs) => ItemOutcome::Done(outputs),
         Err(e) => ItemOutcome::Failed(e),
     }
@@ -580,6 +602,7 @@ fn commit_item(
     staging: Staging,
     item: &Item,
     slot: &ItemSlot,
+    workspace: &Path,
 ) -> Result<Vec<OutputRecord>, String> {
     let fail = |e: std::io::Error| format!("{}: {e}", item.key);
     let outputs = staging.commit().map_err(fail)?;
@@ -594,7 +617,7 @@ fn commit_item(
             .collect::<Result<Vec<_>, _>>()
             .map_err(fail)?,
     };
-    let json = serde_json::to_vec(&marker_data).expect("marker serializes");
+    let json = marker_data.to_json(workspace).map_err(fail)?;
     write_file(marker, &json).map_err(fail)?;
     Ok(marker_data.outputs)
 }
@@ -613,6 +636,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// markers go too.
 fn remove_orphans(
     marker_dir: &Path,
+    workspace: &Path,
     current: &HashSet<&str>,
     produced: &[Option<Vec<OutputRecord>>],
     mut candidates: Vec<PathBuf>,
@@ -622,7 +646,7 @@ fn remove_orphans(
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(".done") && !current.contains(name.as_str()) {
-                if let Some(old) = stamp::read_marker(&entry.path()) {
+                if let Some(old) = ItemMarker::read(&entry.path(), workspace) {
                     candidates.extend(old.outputs.into_iter().map(|r| r.path));
                 }
                 dropped_markers.push(entry.path());

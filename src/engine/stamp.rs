@@ -28,15 +28,82 @@ pub struct Stamp {
     /// marker lists the files its item produced, with their fingerprints.
     #[serde(default)]
     pub items: Vec<String>,
+    /// The task's own file targets (a manifest, a ledger) as they were when the stamp was
+    /// written: one emptied or replaced later makes the task stale.
+    #[serde(default)]
+    pub targets: BTreeMap<String, FileFingerprint>,
     pub completed_at: String,
 }
 
 /// What an item marker vouches for: the item's identity digest and every file it produced,
 /// with the size and modification time each had once durable.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// On disk the paths are relative to the task's workspace ([`Task::workspace`]), so that a
+/// copied or moved output folder vouches for its own files and never for (or against) the
+/// folder it was copied from; in memory they are absolute. A marker whose paths leave the
+/// workspace is not a marker: its item runs again, and nothing outside is ever removed.
+#[derive(Debug, Clone)]
 pub struct ItemMarker {
     pub digest: String,
     pub outputs: Vec<OutputRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMarker {
+    digest: String,
+    outputs: Vec<OutputRecord>,
+}
+
+impl ItemMarker {
+    /// The marker's JSON, paths made relative to `workspace`; an error names a file outside.
+    pub fn to_json(&self, workspace: &Path) -> io::Result<Vec<u8>> {
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|r| match r.path.strip_prefix(workspace) {
+                Ok(relative) => Ok(OutputRecord {
+                    path: relative.to_path_buf(),
+                    fingerprint: r.fingerprint,
+                }),
+                Err(_) => Err(io::Error::other(format!(
+                    "{} lies outside the task's folder {}: refused",
+                    r.path.display(),
+                    workspace.display()
+                ))),
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let stored = StoredMarker {
+            digest: self.digest.clone(),
+            outputs,
+        };
+        Ok(serde_json::to_vec(&stored).expect("marker serializes"))
+    }
+
+    /// Reads the marker at `path`, its paths resolved under `workspace`; `None` when it is
+    /// missing, unreadable, of another engine version, or names a path that would leave
+    /// the workspace.
+    pub fn read(path: &Path, workspace: &Path) -> Option<ItemMarker> {
+        let bytes = std::fs::read(path).ok()?;
+        let stored: StoredMarker = serde_json::from_slice(&bytes).ok()?;
+        let inside = |p: &Path| {
+            p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        };
+        let mut outputs = Vec::with_capacity(stored.outputs.len());
+        for record in stored.outputs {
+            if !inside(&record.path) || record.path.as_os_str().is_empty() {
+                return None;
+            }
+            outputs.push(OutputRecord {
+                path: workspace.join(&record.path),
+                fingerprint: record.fingerprint,
+            });
+        }
+        Some(ItemMarker {
+            digest: stored.digest,
+            outputs,
+        })
+    }
 }
 
 /// One file an item produced, as it was when the item committed. Written as a
@@ -76,8 +143,21 @@ impl OutputRecord {
         }
     }
 
-    /// Why the file no longer is what was recorded, if it is not.
+    /// Why the file no longer is what was recorded, if it is not. The file itself is
+    /// looked at, not what a link in its place points to.
     pub fn problem(&self) -> Option<OutputProblem> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if !meta.is_file() => {
+                return Some(OutputProblem::Unreadable(
+                    self.path.clone(),
+                    "is no longer a regular file (a link or a folder is in its place)".into(),
+                ));
+            }
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Some(OutputProblem::Unreadable(self.path.clone(), e.to_string()));
+            }
+            _ => {}
+        }
         match FileFingerprint::of(&self.path) {
             Ok(Some(now)) if now == self.fingerprint => None,
             Ok(Some(now)) => Some(OutputProblem::Changed {
@@ -130,7 +210,7 @@ impl fmt::Display for OutputProblem {
             OutputProblem::Changed { path, .. } => {
                 write!(f, "{} was modified after it was written", path.display())
             }
-            OutputProblem::Unreadable(p, e) => write!(f, "{}: {e}", p.display()),
+            OutputProblem::Unreadable(p, e) => write!(f, "{} {e}", p.display()),
         }
     }
 }
@@ -199,12 +279,6 @@ impl OutputCheck {
     }
 }
 
-/// Reads an item marker; `None` when it is missing or not a marker of this engine version.
-pub fn read_marker(path: &Path) -> Option<ItemMarker> {
-    let bytes = std::fs::read(path).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
 /// Checks every file the stamp's item markers list, and looks for leftover temporaries in
 /// every folder the task writes.
 pub fn check_outputs(task: &dyn Task, stamp: &Stamp) -> OutputCheck {
@@ -212,7 +286,7 @@ pub fn check_outputs(task: &dyn Task, stamp: &Stamp) -> OutputCheck {
     let marker_dir = item_marker_dir(task);
     let mut produced = Vec::new();
     for name in &stamp.items {
-        match read_marker(&marker_dir.join(name)) {
+        match ItemMarker::read(&marker_dir.join(name), &task.workspace()) {
             Some(marker) => produced.extend(marker.outputs),
             None => check.missing_markers.push(name.clone()),
         }
@@ -366,6 +440,24 @@ pub fn freshness(task: &dyn Task, tool_version: &str) -> Freshness {
     for output in task.outputs() {
         if !output.exists() {
             return Freshness::Stale(format!("output {} is missing", output.display()));
+        }
+    }
+    for (target, recorded) in &stamp.targets {
+        match FileFingerprint::of(Path::new(target)) {
+            Ok(Some(now)) if now == *recorded => {}
+            Ok(Some(now)) if now.size != recorded.size => {
+                return Freshness::Stale(format!(
+                    "output {target} changed since it was written (size {} -> {})",
+                    recorded.size, now.size
+                ));
+            }
+            Ok(Some(_)) => {
+                return Freshness::Stale(format!(
+                    "output {target} was modified since it was written"
+                ));
+            }
+            Ok(None) => return Freshness::Stale(format!("output {target} is missing")),
+            Err(e) => return Freshness::Stale(format!("output {target}: {e}")),
         }
     }
     match check_outputs(task, &stamp).describe() {

@@ -3,7 +3,7 @@
 
 use crate::engine::Staging;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Parameters that change a task's outputs. They go into its stamp, so changing one makes
@@ -46,6 +46,14 @@ pub trait Task: Send + Sync {
 
     /// Where the engine keeps this task's stamp and item markers.
     fn state_dir(&self) -> PathBuf;
+
+    /// The folder every file of this task's items lies in (by default the state folder's
+    /// parent: a session's output folder). Markers record paths relative to it, and the
+    /// engine never removes or vouches for a file outside it.
+    fn workspace(&self) -> PathBuf {
+        let state = self.state_dir();
+        state.parent().map_or(state.clone(), Path::to_path_buf)
+    }
 
     /// A reason to run even though the stamp says complete: an explicit request to check
     /// something the stamp cannot see (say, objects in a remote store).

@@ -49,12 +49,6 @@ pub fn open_regular(path: &Path, folder: &Path) -> anyhow::Result<File> {
     Ok(file)
 }
 
-/// Checks, without opening it, that `path` is a regular file inside `folder`: for readers
-/// that take a path.
-pub fn check_regular(path: &Path, folder: &Path) -> anyhow::Result<()> {
-    open_regular(path, folder).map(drop)
-}
-
 fn describe(kind: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if kind.is_dir() {

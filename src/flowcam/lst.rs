@@ -211,9 +211,15 @@ pub enum ListPart<'a> {
 pub fn read_to_csv(path: &Path) -> anyhow::Result<(ListHeader, Vec<u8>)> {
     let bytes =
         std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    to_csv(path, &bytes)
+}
+
+/// [`read_to_csv`] for a list already read (from a file opened with the checks of
+/// [`crate::flowcam::input`]); `path` only names it in errors.
+pub fn to_csv(path: &Path, bytes: &[u8]) -> anyhow::Result<(ListHeader, Vec<u8>)> {
     let mut writer = csv::Writer::from_writer(Vec::with_capacity(bytes.len() + bytes.len() / 8));
     let mut failed = None;
-    let header = parse_rows(path, &bytes, |part| {
+    let header = parse_rows(path, bytes, |part| {
         let written = match part {
             ListPart::Fields(fields) => writer.write_record(fields.iter().map(|f| &f.name)),
             ListPart::Row(values) => writer.write_record(values),
@@ -229,6 +235,8 @@ pub fn read_to_csv(path: &Path) -> anyhow::Result<(ListHeader, Vec<u8>)> {
 }
 
 /// The `.lst` files (any case) directly in `folder`, sorted: a session folder holds one.
+/// Anything but a folder counts, a FIFO or a dangling link too, so that the session is
+/// found and reading its list fails naming it, rather than the session passing unseen.
 pub fn files_in(folder: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(folder)? {
@@ -236,7 +244,7 @@ pub fn files_in(folder: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
         if path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("lst"))
-            && path.is_file()
+            && !path.is_dir()
         {
             found.push(path);
         }

@@ -87,9 +87,13 @@ impl Plan for WriteCsv<'_> {
     fn finish(&self, out: &mut Staging) -> anyhow::Result<()> {
         let session = &self.task.session;
         let lst = self.task.lst()?;
-        // A FIFO or a link out of the session folder is refused before it is read.
-        crate::flowcam::input::check_regular(&lst, &session.input)?;
-        let (header, csv) = lst::read_to_csv(&lst)?;
+        // A FIFO or a link out of the session folder is refused; what is checked is the
+        // file then read, so nothing can be swapped in between.
+        let mut file = crate::flowcam::input::open_regular(&lst, &session.input)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", lst.display()))?;
+        let (header, csv) = lst::to_csv(&lst, &bytes)?;
         out.write(session.metadata_csv(), &csv)?;
         let schema = Schema {
             source: lst,
