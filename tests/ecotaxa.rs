@@ -526,7 +526,22 @@ fn an_edited_manifest_cannot_point_outside_the_vignettes() {
     )
     .unwrap();
 
-    let run = run_task_alone(export.clone());
+    // Run the export on the edited manifest as it is: with DecollageImages as its
+    // requirement the edit would be repaired first (the manifest is its target).
+    struct AsItIs;
+    impl flowcam_pipeline::engine::Task for AsItIs {
+        fn name(&self) -> &'static str {
+            "AsItIs"
+        }
+        fn outputs(&self) -> Vec<std::path::PathBuf> {
+            Vec::new()
+        }
+        fn state_dir(&self) -> std::path::PathBuf {
+            std::path::PathBuf::from("/nonexistent")
+        }
+    }
+    let hostile = Arc::new(ExportEcoTaxa::new(session.clone(), Arc::new(AsItIs)));
+    let run = run_task_alone(hostile);
     let task = run.report.task("ExportEcoTaxa").unwrap();
     assert_eq!(task.state, TaskState::Failed);
     let errors = task.errors.join("\n");
