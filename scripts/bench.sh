@@ -68,7 +68,21 @@ printf 'CPU of the 3 runs:         %s\n' "$(IFS=';'; echo "${cpu[*]}")"
 printf 'peak RSS:                 %d MB\n' $((peak / 1024))
 printf 'decode-only floor:        %.3f s (median of 3)\n' "$floor"
 printf 'full / floor:             %.2fx\n' "$(echo "$full / $floor" | bc -l)"
-printf 'no-op rerun (median of 5): %.1f ms\n' "$(echo "$noop * 1000" | bc -l)"
+printf 'no-op rerun (median of 5): %.1f ms (checks every vignette: one stat each)\n' "$(echo "$noop * 1000" | bc -l)"
+
+# status, which checks the same and counts the vignettes on disk.
+statuses=(); for i in 1 2 3 4 5; do
+  t0=$(now); "$bin" status -d "$session" -o "$work/full1" >/dev/null; t1=$(now)
+  statuses+=("$(echo "$t1 - $t0" | bc -l)")
+done
+printf 'status (median of 5):     %.1f ms\n' "$(echo "$(printf '%s\n' "${statuses[@]}" | median) * 1000" | bc -l)"
+
+# Peak memory against workers and the page memory budget (--memory-limit, MiB).
+for args in "-j 1" "-j 9" "-j 32" "-j 9 --memory-limit 64" "-j 32 --memory-limit 64"; do
+  # shellcheck disable=SC2086
+  run "$work/mem-$RANDOM" -d "$session" $args
+  printf 'peak RSS with %-24s %d MB\n' "$args:" $((rss / 1024))
+done
 
 for pages in 9 36; do
   dir=$(target/release/examples/make_session --out "$work/synth$pages" --particles 9000 --pages "$pages" --prefix "synth$pages" | tail -1)
