@@ -174,8 +174,9 @@ pub struct UploadArgs {
     /// Create the bucket if it does not exist.
     #[arg(long)]
     pub create_bucket: bool,
-    /// Check the bucket itself (list, compare size and ETag) instead of trusting the
-    /// upload ledger; sends what is missing or different.
+    /// Check the destination itself instead of trusting the upload ledger (S3: list, compare
+    /// size and ETag; upload API: ask whether each key exists); sends what is missing or
+    /// different.
     #[arg(long)]
     pub verify_remote: bool,
     /// Make the vignettes but do not upload, even with --s3-bucket.
