@@ -862,3 +862,20 @@ fn a_fifo_list_under_a_root_is_a_named_failure_not_a_silent_pass() {
     assert!(said.contains("FAILED    fifolist"), "{said}");
     assert!(said.contains("not a regular file (it is a FIFO)"), "{said}");
 }
+
+#[test]
+fn a_page_whose_header_claims_a_huge_size_is_refused_before_anything_is_allocated() {
+    // Found by the fuzz harness: a forged ImageWidth made the decode allocate (and zero)
+    // hundreds of gigabytes, and the process abort.
+    let dir = tempfile::tempdir().unwrap();
+    let mut page = planar_tiff(4, 4, &[7u8; 48], 0);
+    page[18..22].copy_from_slice(&0x7fff_ffffu32.to_le_bytes()); // ImageWidth's value
+    let path = dir.path().join("forged.tif");
+    fs::write(&path, &page).unwrap();
+    let error = flowcam_pipeline::flowcam::Collage::read(fs::File::open(&path).unwrap(), None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("2147483647x4 page"), "{error}");
+    assert!(error.contains("over the"), "{error}");
+}

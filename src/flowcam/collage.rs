@@ -97,6 +97,14 @@ impl Collage {
             .checked_mul(height as usize)
             .and_then(|n| n.checked_mul(channels))
             .ok_or_else(|| format!("a {width}x{height} page is too large"))?;
+        // Refused before anything is allocated: the header's size is untrusted.
+        let most = Limits::default().decoding_buffer_size;
+        if expected > most {
+            return Err(format!(
+                "a {width}x{height} page of {channels} channels needs {expected} bytes, over \
+                 the {most} a page may take"
+            ));
+        }
         // The decoded page and, at most, its crops: reserved before decoding.
         let memory = budget.map(|b| b.reserve(expected.saturating_mul(2)));
         let planar = decoder
