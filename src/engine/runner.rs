@@ -622,7 +622,8 @@ fn commit_item(
     Ok(marker_data.outputs)
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+/// The text a panic was raised with (empty when it carried no text).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<String>()
         .cloned()

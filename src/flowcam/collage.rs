@@ -66,11 +66,7 @@ impl Collage {
             Self::decode(reader, budget)
         }))
         .unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let message = crate::engine::runner::panic_message(panic.as_ref());
             Err(format!("the TIFF decoder gave up on this file ({message})"))
         })
         .map_err(|e| anyhow::anyhow!("cannot decode collage: {e}"))

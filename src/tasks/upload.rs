@@ -177,6 +177,17 @@ struct Known {
     mtime_ns: Option<i64>,
 }
 
+impl Known {
+    /// What a ledger line says, local time included.
+    fn recorded(entry: &LedgerEntry) -> Known {
+        Known {
+            size: entry.size,
+            md5: entry.md5.clone(),
+            mtime_ns: Some(entry.mtime_ns),
+        }
+    }
+}
+
 struct Deliveries<'a> {
     task: &'a UploadToS3,
     destination: Box<dyn Destination>,
@@ -214,14 +225,7 @@ impl<'a> Deliveries<'a> {
             let known = ledger
                 .entries()
                 .iter()
-                .map(|(key, e)| {
-                    let known = Known {
-                        size: e.size,
-                        md5: e.md5.clone(),
-                        mtime_ns: Some(e.mtime_ns),
-                    };
-                    (key.clone(), known)
-                })
+                .map(|(key, e)| (key.clone(), Known::recorded(e)))
                 .collect();
             (ledger, known)
         };
@@ -504,14 +508,7 @@ fn confirmed_ledger(
     );
     let known = keep
         .iter()
-        .map(|(key, e)| {
-            let known = Known {
-                size: e.size,
-                md5: e.md5.clone(),
-                mtime_ns: Some(e.mtime_ns),
-            };
-            (key.clone(), known)
-        })
+        .map(|(key, e)| (key.clone(), Known::recorded(e)))
         .collect();
     Ok((Ledger::rewrite(path, title, &keep)?, known))
 }
