@@ -6,31 +6,11 @@ use common::*;
 use flowcam_pipeline::engine::WorkspaceLock;
 use flowcam_pipeline::synthetic::SyntheticSession;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn bin() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_flowcam-pipeline"));
-    command.env_remove("RUST_LOG");
-    command
-}
-
-fn run_bin(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
 
 fn run_report(out: &Path, experiment: &str) -> serde_json::Value {
     let path = out.join(experiment).join("run-report.json");
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn task<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    report["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap()
 }
 
 #[test]

@@ -12,16 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_flowcam-pipeline"));
-    command.env_remove("RUST_LOG");
-    command
-}
-
-fn run_bin(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
-
 /// Runs the binary, killing it (and failing the test) if it takes longer than `limit`: for
 /// the cases that used to hang or to start threads without end.
 fn run_bin_within(args: &[&str], limit: Duration) -> Output {
@@ -45,15 +35,6 @@ fn run_bin_within(args: &[&str], limit: Duration) -> Output {
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
-}
-
-fn task<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    report["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {report}"))
 }
 
 /// `status --json` of one session.

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::text;
+use common::{task, text};
 use flowcam_pipeline::synthetic::SyntheticSession;
 use serde_json::Value;
 use std::fs::{self, File, FileTimes};
@@ -123,16 +123,6 @@ fn history(session_out: &Path) -> Vec<Value> {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .map(|p| serde_json::from_slice(&fs::read(p).unwrap()).unwrap())
         .collect()
-}
-
-/// One task of a run report, by task name.
-fn task<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("no task {name} in {report}"))
 }
 
 /// A run report that did something: some task is not `already_complete`.

@@ -114,3 +114,24 @@ pub fn text(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// The built binary, with `RUST_LOG` cleared so its output is what a user sees.
+pub fn bin() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_flowcam-pipeline"));
+    command.env_remove("RUST_LOG");
+    command
+}
+
+pub fn run_bin(args: &[&str]) -> std::process::Output {
+    bin().args(args).output().unwrap()
+}
+
+/// One task of a run report (JSON), by task name.
+pub fn task<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no task {name} in {report}"))
+}
