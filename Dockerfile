@@ -4,6 +4,11 @@
 #   docker run --rm -v /data:/data flowcam-pipeline ReadMetadata \
 #     '{"inputs": {"lst": ["/data/session/session.lst"]}, "outputs": "/data/step1"}'
 #
+# A per-task image for runners that pass only the JSON (Stage2-style) sets the task:
+#
+#   docker build --build-arg FLOWCAM_TASK=DecollageImages -t flowcam-decollage .
+#   docker run --rm -v /data:/data flowcam-decollage '{"inputs": ..., "outputs": ...}'
+#
 # (see the README's "Tasks as operations"). Multi-stage: built with the Rust image, run on
 # a slim Debian with only the CA certificates the S3 and API clients need.
 
@@ -13,6 +18,8 @@ COPY . .
 RUN cargo build --release --locked --bin flowcam-pipeline
 
 FROM debian:bookworm-slim
+ARG FLOWCAM_TASK=
+ENV FLOWCAM_TASK=${FLOWCAM_TASK}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*

@@ -2,14 +2,16 @@
 //! itself is done by [`crate::tasks`] through [`crate::engine`].
 
 use crate::TOOL_VERSION;
+use crate::clean::{CleanError, Cleaned};
 use crate::config::Config;
-use crate::engine::{Freshness, LockError, Runner, TaskReport, WorkspaceLock, runner::Observer};
+use crate::engine::{LockError, Runner, TaskReport, runner::Observer};
 use crate::flowcam::Collage;
 use crate::interrupt::Interrupt;
 use crate::pass::{Outcome, PassOptions, SessionOutcome};
 use crate::progress::{Progress, ProgressMode};
+use crate::status::{SessionStatus, StatusQuery, TaskProgress};
 use crate::tasks::{
-    DecollageOptions, Delivery, FlowCamPipeline, PipelineOptions, Session, UploadOptions,
+    DecollageOptions, Delivery, ExtractOptions, PipelineOptions, Session, UploadOptions,
 };
 use crate::upload::{DestinationConfig, DestinationOptions, S3Settings};
 use clap::parser::ValueSource;
@@ -76,21 +78,18 @@ pub enum Command {
     /// Print the declared interface of a task (or of every task): parameters, inputs,
     /// outputs, as JSON.
     Describe {
-        /// ReadMetadata, DecollageImages, UploadToS3 or ExportEcoTaxa.
+        /// A task's name (`describe` alone lists them all).
         task: Option<String>,
     },
     /// Run one task alone from a JSON request {"context", "parameters", "inputs",
     /// "outputs"}; prints a JSON result naming the outputs it produced.
     Operation {
-        /// ReadMetadata, DecollageImages, UploadToS3 or ExportEcoTaxa.
-        task: String,
-        /// The request as JSON text, or - to read it from standard input.
-        #[arg(
-            value_name = "JSON",
-            required_unless_present = "json_file",
-            conflicts_with = "json_file"
-        )]
-        json: Option<String>,
+        /// `[TASK] JSON`: the task (`describe` lists them; when left out, the
+        /// FLOWCAM_TASK environment variable names it, as a per-task image sets it), then
+        /// the request as JSON text, or - to read it from standard input. With
+        /// --json-file, only the task.
+        #[arg(value_name = "ARGS", num_args = 0..=2)]
+        args: Vec<String>,
         /// Read the request from this file.
         #[arg(long, value_name = "PATH")]
         json_file: Option<PathBuf>,
@@ -139,6 +138,15 @@ pub struct TaskArgs {
     /// Leave the particle's measurements out of the vignettes' ImageDescription.
     #[arg(long)]
     pub no_embed_measurements: bool,
+    /// A CSV of sample facts by session folder name (session, latitude, longitude,
+    /// sample_date, depth_m, station, sample_id); it takes precedence over the folder
+    /// name and the .ctx.
+    #[arg(long, value_name = "PATH")]
+    pub sample_sheet: Option<PathBuf>,
+    /// The trailing number of a folder name (..._04052023_1) is a replicate or session
+    /// number, not the depth in metres.
+    #[arg(long)]
+    pub no_depth_from_name: bool,
     /// Also export the session for EcoTaxa: PNG vignettes with the same EXIF,
     /// ecotaxa_<session>.tsv and a zip ready for EcoTaxa's import.
     #[arg(long)]
@@ -406,14 +414,10 @@ pub fn main() -> ExitCode {
         }
         Some(Command::DecodeOnly { directory, workers }) => decode_only(directory, *workers),
         Some(Command::Describe { task }) => describe(task.as_deref()),
-        Some(Command::Operation {
-            task,
-            json,
-            json_file,
-        }) => {
+        Some(Command::Operation { args, json_file }) => {
             init_logging(0, false, LogFormat::Text, None);
             let interrupt = Interrupt::install();
-            let code = operation(task, json.as_deref(), json_file.as_deref(), &interrupt);
+            let code = operation(args, json_file.as_deref(), &interrupt);
             interrupt.exit_code().unwrap_or(code)
         }
     };
@@ -578,6 +582,14 @@ fn merge_tasks(args: &mut TaskArgs, m: &ArgMatches, config: &Config) {
     {
         args.no_embed_measurements = !v;
     }
+    if !from_user(m, "sample_sheet") && config.sample_sheet.is_some() {
+        args.sample_sheet = config.sample_sheet.clone();
+    }
+    if !from_user(m, "no_depth_from_name")
+        && let Some(v) = config.depth_from_name
+    {
+        args.no_depth_from_name = !v;
+    }
     if !from_user(m, "ecotaxa")
         && let Some(v) = config.ecotaxa
     {
@@ -628,6 +640,10 @@ fn options(args: &TaskArgs) -> PipelineOptions {
     PipelineOptions {
         decollage: DecollageOptions {
             embed_measurements: !args.no_embed_measurements,
+        },
+        extract: ExtractOptions {
+            sample_sheet: args.sample_sheet.clone(),
+            depth_from_name: !args.no_depth_from_name,
         },
         ecotaxa: args.ecotaxa,
     }
@@ -897,8 +913,9 @@ fn open_session(args: &SessionArgs) -> Result<Arc<Session>, u8> {
     })
 }
 
-fn lock(session: &Session) -> Result<WorkspaceLock, u8> {
-    WorkspaceLock::acquire(&session.output).map_err(|e| match e {
+/// Prints why the session's lock could not be taken; the exit code.
+fn lock_error(session: &Session, e: LockError) -> u8 {
+    match e {
         LockError::Held { holder, .. } => {
             eprintln!(
                 "error: session {} is being processed by another run ({holder}); \
@@ -911,48 +928,7 @@ fn lock(session: &Session) -> Result<WorkspaceLock, u8> {
             eprintln!("error: {e}");
             exit::SETUP
         }
-    })
-}
-
-/// One task's state for `status`.
-#[derive(serde::Serialize)]
-struct TaskStatus {
-    task: String,
-    /// complete, stale, failed, not_started
-    state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-}
-
-/// One session's line of `status`.
-#[derive(serde::Serialize)]
-struct SessionStatus {
-    folder: PathBuf,
-    experiment: Option<String>,
-    output: Option<PathBuf>,
-    /// complete, stale, waiting, failed, not_started, invalid
-    state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    tasks: Vec<TaskStatus>,
-    particles: Option<u64>,
-    /// Vignette files on disk as they were written.
-    vignettes: Option<u64>,
-    /// Vignettes missing or changed since they were written, each named.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    damaged: Vec<String>,
-    /// Temporaries of interrupted writes left in the folders the tasks write.
-    #[serde(skip_serializing_if = "is_zero")]
-    temporaries: u64,
-    uploaded: Option<u64>,
-    last_run: Option<String>,
-    last_failure: Option<LastFailure>,
-}
-
-#[derive(serde::Serialize)]
-struct LastFailure {
-    at: String,
-    error: String,
+    }
 }
 
 fn status(args: &StatusArgs) -> u8 {
@@ -970,27 +946,20 @@ fn status(args: &StatusArgs) -> u8 {
         eprintln!("error: session folder {}: not found", directory.display());
         return exit::SETUP;
     }
-    let runner = Runner::new(TOOL_VERSION, 1);
-    let delivery = args.tasks.upload.delivery();
-    let experiment = if single {
-        args.experiment_name.as_deref()
-    } else {
-        None
+    let query = StatusQuery {
+        output_root: &args.output_directory,
+        experiment: if single {
+            args.experiment_name.as_deref()
+        } else {
+            None
+        },
+        options: options(&args.tasks),
+        delivery: args.tasks.upload.delivery(),
+        settle: settle_time(args.settle_seconds, single),
     };
-    let settle = settle_time(args.settle_seconds, single);
     let statuses: Vec<SessionStatus> = folders
         .iter()
-        .map(|folder| {
-            session_status(
-                folder,
-                &args.output_directory,
-                experiment,
-                &args.tasks,
-                &delivery,
-                &runner,
-                settle,
-            )
-        })
+        .map(|folder| crate::status::session_status(folder, &query))
         .collect();
     if args.json {
         let json = serde_json::to_string_pretty(&statuses).expect("status serializes");
@@ -1003,144 +972,6 @@ fn status(args: &StatusArgs) -> u8 {
         print_status_table(&statuses);
     }
     exit::OK
-}
-
-fn session_status(
-    folder: &Path,
-    output_root: &Path,
-    experiment: Option<&str>,
-    tasks: &TaskArgs,
-    delivery: &Option<Delivery>,
-    runner: &Runner,
-    settle: Duration,
-) -> SessionStatus {
-    let mut status = SessionStatus {
-        folder: folder.to_path_buf(),
-        experiment: None,
-        output: None,
-        state: "invalid",
-        reason: None,
-        tasks: Vec::new(),
-        particles: None,
-        vignettes: None,
-        damaged: Vec::new(),
-        temporaries: 0,
-        uploaded: None,
-        last_run: None,
-        last_failure: None,
-    };
-    let session = match Session::new(folder, output_root, experiment) {
-        Ok(session) => Arc::new(session),
-        Err(e) => {
-            status.reason = Some(e.to_string());
-            return status;
-        }
-    };
-    status.experiment = Some(session.experiment.clone());
-    status.output = Some(session.output.clone());
-    let out = &session.output;
-    let last_run = crate::history::last_run(out);
-    status.last_run = last_run.as_ref().map(|r| r.started_at.clone());
-    status.last_failure =
-        crate::history::last_failure(out).map(|(at, error)| LastFailure { at, error });
-    status.particles = std::fs::read(session.metadata_schema())
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["particles"].as_u64());
-    status.uploaded = crate::upload::ledger::largest_in(&session.uploads_dir());
-
-    let root: crate::engine::TaskRef = Arc::new(FlowCamPipeline::new(
-        session.clone(),
-        options(tasks),
-        delivery.clone(),
-    ));
-    let states = match runner.status(&root) {
-        Ok(states) => states,
-        Err(e) => {
-            status.reason = Some(e.to_string());
-            return status;
-        }
-    };
-    // Vignettes are counted on disk: the files DecollageImages' items recorded that are
-    // still there as recorded (or, before its first complete run, the files there are).
-    if let Some((decollage, _)) = states.iter().find(|(t, _)| t.name() == "DecollageImages") {
-        let check = Runner::outputs(decollage.as_ref());
-        if check.files > 0 {
-            status.vignettes = Some(check.intact() as u64);
-            status.damaged = check.problems.iter().map(|p| p.to_string()).collect();
-        } else {
-            status.vignettes = std::fs::read_dir(session.vignettes_dir()).ok().map(|d| {
-                d.flatten()
-                    .filter(|e| {
-                        !crate::engine::atomic::is_temp_name(&e.file_name().to_string_lossy())
-                    })
-                    .count() as u64
-            });
-        }
-        status.temporaries = check.temporaries.len() as u64;
-    }
-    let failed_last = |name: &str| {
-        last_run.as_ref().and_then(|r| {
-            r.tasks
-                .iter()
-                .find(|t| t.name == name && t.state == crate::engine::TaskState::Failed)
-                .map(|t| t.errors.first().cloned().unwrap_or_default())
-        })
-    };
-    for (task, state) in states.iter().filter(|(t, _)| !t.outputs().is_empty()) {
-        let (state, reason) = match state {
-            Freshness::Complete => ("complete", None),
-            Freshness::Stale(why) => match failed_last(task.name()) {
-                Some(error) => ("failed", Some(error)),
-                None => ("stale", Some(why.clone())),
-            },
-            Freshness::Missing => match failed_last(task.name()) {
-                Some(error) => ("failed", Some(error)),
-                None => ("not_started", None),
-            },
-        };
-        let interrupted = last_run.as_ref().is_some_and(|r| {
-            r.tasks
-                .iter()
-                .any(|t| t.name == task.name() && t.state == crate::engine::TaskState::Interrupted)
-        });
-        let (state, reason) = match state {
-            "stale" | "not_started" if interrupted => (
-                "interrupted",
-                Some(
-                    "the last run was interrupted (SIGINT/SIGTERM); the next run resumes it"
-                        .to_string(),
-                ),
-            ),
-            _ => (state, reason),
-        };
-        status.tasks.push(TaskStatus {
-            task: task.name().to_string(),
-            state,
-            reason,
-        });
-    }
-    let first = |wanted: &str| status.tasks.iter().find(|t| t.state == wanted);
-    (status.state, status.reason) = if status.tasks.iter().all(|t| t.state == "complete") {
-        ("complete", None)
-    } else if let Some(t) = first("failed") {
-        ("failed", t.reason.clone())
-    } else if let Some(t) = first("interrupted") {
-        ("interrupted", t.reason.clone())
-    } else if let crate::ingest::Readiness::Waiting(why) =
-        crate::ingest::readiness(folder, settle, std::time::SystemTime::now())
-    {
-        ("waiting", Some(why))
-    } else if let Some(t) = first("stale") {
-        ("stale", t.reason.clone())
-    } else {
-        ("not_started", None)
-    };
-    status
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// `2026-11-22 10:04:05` from an RFC 3339 time, for tables.
@@ -1198,11 +1029,9 @@ fn print_session_status(status: &SessionStatus) {
     }
     for task in &status.tasks {
         let text = match (&task.reason, task.state) {
-            (Some(why), "stale") => format!("stale: {why}"),
-            (Some(why), "failed") => format!("failed: {why}"),
-            (Some(why), "interrupted") => format!("interrupted: {why}"),
-            (_, "not_started") => "missing".to_string(),
-            (_, state) => state.to_string(),
+            (_, TaskProgress::NotStarted) => "missing".to_string(),
+            (Some(why), state) => format!("{state}: {why}"),
+            (None, state) => state.to_string(),
         };
         println!("  {:<16} {text}", task.task);
     }
@@ -1276,54 +1105,28 @@ fn clean(args: &SessionArgs) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if !session.output.exists() {
-        println!(
-            "nothing to clean: {} does not exist",
-            session.output.display()
-        );
-        return exit::OK;
-    }
-    let lock = match lock(&session) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let mut removed = 0;
-    let mut owned = session.owned_outputs();
-    owned.extend(crate::tasks::ExportEcoTaxa::owned_outputs(&session));
-    for path in owned {
-        let result = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else if path.exists() {
-            std::fs::remove_file(&path)
-        } else {
-            continue;
-        };
-        match result {
-            Ok(()) => removed += 1,
-            Err(e) => {
-                eprintln!("error: cannot remove {}: {e}", path.display());
-                return exit::TASK_FAILED;
-            }
+    match crate::clean::clean(&session) {
+        Ok(Cleaned::Nothing) => {
+            println!(
+                "nothing to clean: {} does not exist",
+                session.output.display()
+            );
+            exit::OK
+        }
+        Ok(Cleaned::Removed(removed)) => {
+            println!(
+                "removed {removed} outputs of session {} from {}",
+                session.experiment,
+                session.output.display()
+            );
+            exit::OK
+        }
+        Err(CleanError::Locked(e)) => lock_error(&session, e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::TASK_FAILED
         }
     }
-    // Leftover temporaries of interrupted writes are ours too.
-    if let Ok(entries) = std::fs::read_dir(&session.output) {
-        for entry in entries.flatten() {
-            if crate::engine::atomic::is_temp_name(&entry.file_name().to_string_lossy()) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_file(lock.path());
-    drop(lock);
-    // Only if nothing else (not ours) is left in it.
-    let _ = std::fs::remove_dir(&session.output);
-    println!(
-        "removed {removed} outputs of session {} from {}",
-        session.experiment,
-        session.output.display()
-    );
-    exit::OK
 }
 
 fn describe(task: Option<&str>) -> u8 {
@@ -1345,12 +1148,14 @@ fn describe(task: Option<&str>) -> u8 {
 
 /// `operation TASK JSON`: exit 0 when the task completed, 1 when it failed (the result says
 /// why), 2 when the request is invalid (every problem on stderr, nothing written).
-fn operation(
-    task: &str,
-    json: Option<&str>,
-    json_file: Option<&Path>,
-    interrupt: &Interrupt,
-) -> u8 {
+fn operation(args: &[String], json_file: Option<&Path>, interrupt: &Interrupt) -> u8 {
+    let (task, json) = match crate::operation::resolve(args, json_file.is_some()) {
+        Ok(found) => found,
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            return exit::USAGE;
+        }
+    };
     let text = match (json, json_file) {
         (Some("-"), _) => {
             let mut text = String::new();
@@ -1370,9 +1175,9 @@ fn operation(
                 return exit::USAGE;
             }
         },
-        (None, None) => unreachable!("clap requires JSON or --json-file"),
+        (None, None) => unreachable!("a request was required above"),
     };
-    let result = crate::operation::run_text(task, &text, interrupt.flag());
+    let result = crate::operation::run_text(&task, &text, interrupt.flag());
     match result {
         Err(problems) => {
             for problem in &problems {

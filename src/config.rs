@@ -41,6 +41,8 @@ pub const KEYS: &[&str] = &[
     "recursive",
     "settle-seconds",
     "embed-measurements",
+    "sample-sheet",
+    "depth-from-name",
     "ecotaxa",
     "s3-bucket",
     "s3-endpoint",
@@ -86,6 +88,10 @@ pub struct Config {
     pub settle_seconds: Option<u64>,
     /// `false` = `--no-embed-measurements`.
     pub embed_measurements: Option<bool>,
+    /// `--sample-sheet`.
+    pub sample_sheet: Option<PathBuf>,
+    /// `false` = `--no-depth-from-name`.
+    pub depth_from_name: Option<bool>,
     /// `--ecotaxa`.
     pub ecotaxa: Option<bool>,
     /// `--s3-bucket`.
@@ -245,6 +251,11 @@ impl Config {
             && dir.is_relative()
         {
             config.output_directory = Some(folder.join(dir));
+        }
+        if let (Some(sheet), Some(folder)) = (&config.sample_sheet, path.parent())
+            && sheet.is_relative()
+        {
+            config.sample_sheet = Some(folder.join(sheet));
         }
         Ok(config)
     }
@@ -511,6 +522,8 @@ mod tests {
             recursive = true
             settle-seconds = 30
             embed-measurements = false
+            sample-sheet = "/data/samples.csv"
+            depth-from-name = false
             ecotaxa = true
             s3-bucket = "plankton"
             s3-endpoint = "https://store.example.org"
@@ -537,6 +550,8 @@ mod tests {
                 recursive: Some(true),
                 settle_seconds: Some(30),
                 embed_measurements: Some(false),
+                sample_sheet: Some(PathBuf::from("/data/samples.csv")),
+                depth_from_name: Some(false),
                 ecotaxa: Some(true),
                 s3_bucket: Some("plankton".into()),
                 s3_endpoint: Some("https://store.example.org".into()),
@@ -917,6 +932,8 @@ mod tests {
             recursive,
             settle_seconds,
             embed_measurements,
+            sample_sheet,
+            depth_from_name,
             ecotaxa,
             s3_bucket,
             s3_endpoint,
@@ -939,6 +956,8 @@ mod tests {
         assert!(recursive.is_some());
         assert!(settle_seconds.is_some());
         assert!(embed_measurements.is_some());
+        assert!(sample_sheet.is_some());
+        assert!(depth_from_name.is_some());
         assert!(ecotaxa.is_some());
         assert!(upload_ecotaxa.is_some());
         assert!(s3_bucket.is_some());

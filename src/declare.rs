@@ -1,4 +1,5 @@
-//! Task declarations: `tasks/<Task>.json`, one per task, embedded in the binary.
+//! Task declarations: `tasks/<Task>.json`, one per task, embedded in the binary (each
+//! task's registry entry holds its file).
 //!
 //! A declaration names the task's parameters (type, range or allowed values, default,
 //! description), its inputs (name, file pattern, how many) and its outputs. It is the one
@@ -9,17 +10,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::Path;
-
-/// The embedded declarations, by task name.
-pub const SOURCES: &[(&str, &str)] = &[
-    ("ReadMetadata", include_str!("../tasks/ReadMetadata.json")),
-    (
-        "DecollageImages",
-        include_str!("../tasks/DecollageImages.json"),
-    ),
-    ("UploadToS3", include_str!("../tasks/UploadToS3.json")),
-    ("ExportEcoTaxa", include_str!("../tasks/ExportEcoTaxa.json")),
-];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,20 +101,23 @@ impl Port {
     }
 }
 
-/// Every declaration. They are part of the program, so a broken one is a bug (and a test
-/// parses them all).
+/// A declaration from its file's text. The declarations are part of the program, so a
+/// broken one is a bug (and a test parses them all).
+pub fn parse(task: &str, text: &str) -> Declaration {
+    serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("tasks/{task}.json is not a valid declaration: {e}"))
+}
+
+/// Every task's declaration, in pipeline order (from [`crate::tasks::registry`]).
 pub fn all() -> Vec<Declaration> {
-    SOURCES
+    crate::tasks::registry::TASKS
         .iter()
-        .map(|(name, text)| {
-            serde_json::from_str(text)
-                .unwrap_or_else(|e| panic!("tasks/{name}.json is not a valid declaration: {e}"))
-        })
+        .map(|t| t.declaration())
         .collect()
 }
 
 pub fn find(task: &str) -> Option<Declaration> {
-    all().into_iter().find(|d| d.task == task)
+    crate::tasks::registry::find(task).map(|t| t.declaration())
 }
 
 /// `*` globbing on one file name.
@@ -330,9 +323,10 @@ mod tests {
     #[test]
     fn every_declaration_parses_and_is_named_after_its_file() {
         let all = all();
-        assert_eq!(all.len(), SOURCES.len());
-        for (declaration, (name, _)) in all.iter().zip(SOURCES) {
-            assert_eq!(declaration.task, *name);
+        let tasks = crate::tasks::registry::TASKS;
+        assert_eq!(all.len(), tasks.len());
+        for (declaration, name) in all.iter().zip(tasks.iter().map(|t| t.name)) {
+            assert_eq!(declaration.task, name);
             for p in &declaration.parameters {
                 if let Some(default) = &p.default {
                     assert!(

@@ -7,6 +7,7 @@
 //! - [`upload`]: destinations (S3, the upload API) and the upload ledger, free of FlowCam.
 
 pub mod budget;
+pub mod clean;
 pub mod cli;
 pub mod config;
 pub mod declare;
@@ -18,6 +19,7 @@ pub mod interrupt;
 pub mod operation;
 pub mod pass;
 pub mod progress;
+pub mod status;
 pub mod synthetic;
 pub mod tasks;
 pub mod upload;

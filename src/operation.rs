@@ -16,11 +16,8 @@
 use crate::TOOL_VERSION;
 use crate::declare::{self, Declaration};
 use crate::engine::{RunReport, Runner, Task, TaskRef, TaskState};
-use crate::tasks::{
-    DecollageImages, DecollageOptions, ReadMetadata, Session, UploadOptions, UploadToS3,
-    ecotaxa::ExportEcoTaxa,
-};
-use crate::upload::{DestinationConfig, DestinationOptions, S3Settings};
+use crate::tasks::registry::{self, TaskEntry};
+use crate::tasks::{Manifest, Session};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -28,7 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-/// The context keys a request may carry.
+/// The context keys the bridge reads. Others are a runner's own (a Stage2-style runner
+/// passes its job's keys along): they are kept and returned in the result, not refused.
 pub const CONTEXT_KEYS: &[&str] = &["experiment", "session_dir"];
 
 /// A request, once its JSON shape is known to be right.
@@ -54,6 +52,9 @@ pub struct OperationResult {
     /// Each declared output's files, absolute.
     pub outputs: BTreeMap<String, Vec<PathBuf>>,
     pub errors: Vec<String>,
+    /// The request's context keys the bridge does not read, returned as given.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub context: Map<String, Value>,
     pub report: RunReport,
 }
 
@@ -109,12 +110,7 @@ fn read(text: &str) -> Result<Parsed, Vec<String>> {
         }
     };
     for (key, value) in &context {
-        if !CONTEXT_KEYS.contains(&key.as_str()) {
-            problems.push(format!(
-                "context key `{key}` is not known (known: {})",
-                CONTEXT_KEYS.join(", ")
-            ));
-        } else if !value.is_string() {
+        if CONTEXT_KEYS.contains(&key.as_str()) && !value.is_string() {
             problems.push(format!("context `{key}` must be a string, got {value}"));
         }
     }
@@ -129,53 +125,211 @@ fn read(text: &str) -> Result<Parsed, Vec<String>> {
     })
 }
 
-fn files<'a>(request: &'a Request, input: &str) -> Vec<&'a str> {
-    request
-        .inputs
-        .get(input)
-        .and_then(Value::as_array)
-        .map(|items| items.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
+/// A request on its way to one task: what the task's registry entry reads to check the
+/// request and to build the task alone (see [`crate::tasks::registry`]).
+pub struct Bridge<'a> {
+    pub declaration: &'a Declaration,
+    pub request: &'a Request,
+    /// The outputs folder, absolute.
+    pub out: PathBuf,
+    /// The FlowCam session folder the request works on: `context.session_dir`, else the
+    /// folder of the task's main input.
+    pub session_dir: PathBuf,
 }
 
-fn first_file(request: &Request, input: &str) -> PathBuf {
-    PathBuf::from(files(request, input).first().copied().unwrap_or_default())
-}
-
-/// Every problem with a request for `task`: its declaration's rules, then what the task
-/// itself needs (collage pages in one folder, a session folder that exists).
-pub fn validate(declaration: &Declaration, request: &Request) -> Vec<String> {
-    let mut problems = declaration.validate(&request.parameters, &request.inputs);
-    if declaration.task == "DecollageImages" {
-        let folders: std::collections::BTreeSet<PathBuf> = files(request, "collages")
-            .iter()
-            .filter_map(|f| Path::new(f).parent().map(Path::to_path_buf))
-            .collect();
-        if folders.len() > 1 {
-            problems.push(format!(
-                "input `collages`: all pages must be in one folder (the session folder), got {}",
-                folders.len()
-            ));
-        }
+impl<'a> Bridge<'a> {
+    fn new(entry: &TaskEntry, declaration: &'a Declaration, request: &'a Request) -> Bridge<'a> {
+        let out = std::path::absolute(&request.outputs).unwrap_or_else(|_| request.outputs.clone());
+        let mut bridge = Bridge {
+            declaration,
+            request,
+            out,
+            session_dir: PathBuf::new(),
+        };
+        bridge.session_dir = match bridge.context("session_dir") {
+            Some(dir) => PathBuf::from(dir),
+            None => bridge
+                .first_file(entry.session_input)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        };
+        bridge
     }
-    if let Some(dir) = request.context.get("session_dir").and_then(Value::as_str)
+
+    /// A context value the bridge reads.
+    pub fn context(&self, key: &str) -> Option<&'a str> {
+        self.request.context.get(key).and_then(Value::as_str)
+    }
+
+    /// The files given for `input`.
+    pub fn files(&self, input: &str) -> Vec<&'a str> {
+        self.request
+            .inputs
+            .get(input)
+            .and_then(Value::as_array)
+            .map(|items| items.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// The first file given for `input` (empty when none).
+    pub fn first_file(&self, input: &str) -> PathBuf {
+        PathBuf::from(self.files(input).first().copied().unwrap_or_default())
+    }
+
+    fn parameter(&self, name: &str) -> Option<&Value> {
+        self.declaration.value(&self.request.parameters, name)
+    }
+
+    /// A boolean parameter, its default when not given.
+    pub fn flag(&self, name: &str) -> bool {
+        self.parameter(name)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// A string parameter.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.parameter(name)
+            .and_then(|v| v.as_str().map(str::to_string))
+    }
+
+    /// An integer parameter (0 when not given and without default).
+    pub fn number(&self, name: &str) -> usize {
+        self.parameter(name).and_then(Value::as_u64).unwrap_or(0) as usize
+    }
+
+    /// The session the task works on, its outputs in the outputs folder (created).
+    pub fn session(&self) -> anyhow::Result<Arc<Session>> {
+        let session = Session::at(&self.session_dir, &self.out, self.context("experiment"))?;
+        std::fs::create_dir_all(&self.out)?;
+        Ok(Arc::new(session))
+    }
+
+    /// The task's requirement, satisfied by the request's inputs.
+    pub fn provided(&self) -> TaskRef {
+        Arc::new(Provided {
+            state_dir: self.out.join(".state"),
+        })
+    }
+
+    /// Links the tables given (metadata, schema, manifest, session.json) into the outputs
+    /// folder and, with `vignettes`, the vignettes beside the manifest.
+    pub fn stage_tables(&self, vignettes: bool) -> anyhow::Result<()> {
+        for (input, name) in TABLES {
+            if let Some(file) = self.files(input).first() {
+                stage(Path::new(file), &self.out.join(name))?;
+            }
+        }
+        if vignettes {
+            let manifest = self.first_file("manifest");
+            let from = manifest
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("vignettes");
+            for row in Manifest::read(&manifest)?.vignettes() {
+                stage(
+                    &from.join(&row.file),
+                    &self.out.join("vignettes").join(&row.file),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What a task working on the vignettes needs: every vignette the manifest lists
+    /// beside it, and a session whose name can be told.
+    pub fn check_vignettes(&self) -> Vec<String> {
+        let manifest = self.first_file("manifest");
+        let Ok(rows) = Manifest::read(&manifest) else {
+            return Vec::new();
+        };
+        let folder = manifest
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("vignettes");
+        let missing: Vec<&str> = rows
+            .vignettes()
+            .filter(|row| !folder.join(&row.file).is_file())
+            .map(|row| row.file.as_str())
+            .collect();
+        if let Some(first) = missing.first() {
+            return vec![format!(
+                "input `manifest`: {} of its vignettes are not in {} (the first: {first})",
+                missing.len(),
+                folder.display()
+            )];
+        }
+        if self.context("session_dir").is_some() {
+            return Vec::new();
+        }
+        // Without the session folder, its name (and the position it carries) comes from
+        // the folder of the manifest, which must then be named after the experiment, as
+        // the pipeline's output folders are.
+        let folder = self
+            .session_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let experiment = self.context("experiment").map(str::to_string).or_else(|| {
+            let row = rows.vignettes().next()?;
+            row.file
+                .strip_suffix(&format!("_{}.tif", row.particle_id))
+                .map(str::to_string)
+        });
+        if experiment.as_deref().is_some_and(|e| e != folder) {
+            return vec![format!(
+                "context `session_dir` is needed: the vignettes in {} belong to session \
+                 {}, but their folder is named {folder}, so the session's name and \
+                 position cannot be told from it",
+                manifest.display(),
+                experiment.unwrap_or_default()
+            )];
+        }
+        Vec::new()
+    }
+}
+
+/// The tables a request may hand on, by input name, and their names in a session's
+/// output folder.
+const TABLES: [(&str, &str); 4] = [
+    ("metadata", "metadata.csv"),
+    ("schema", "metadata.schema.json"),
+    ("manifest", "manifest.csv"),
+    ("session", "session.json"),
+];
+
+/// Every problem with a request for the task `declaration` declares (see [`check`]).
+pub fn validate(declaration: &Declaration, request: &Request) -> Vec<String> {
+    match registry::find(&declaration.task) {
+        Some(entry) => check(entry, declaration, request),
+        None => vec![format!("unknown task {}", declaration.task)],
+    }
+}
+
+/// Every problem with a request for the task of `entry`: its declaration's rules, then
+/// what the bridge and the task itself need (a session folder that exists, an outputs
+/// folder outside it, the task's own checks).
+fn check(entry: &TaskEntry, declaration: &Declaration, request: &Request) -> Vec<String> {
+    let mut problems = declaration.validate(&request.parameters, &request.inputs);
+    let bridge = Bridge::new(entry, declaration, request);
+    if let Some(dir) = bridge.context("session_dir")
         && !Path::new(dir).is_dir()
     {
         problems.push(format!("context `session_dir`: {dir} is not a folder"));
     }
+    problems.extend((entry.check)(&bridge));
     if !problems.is_empty() {
         return problems;
     }
-    // What the task itself needs of its inputs, now that they are known to be there.
-    let session_dir = session_dir(declaration, request);
-    let out = std::path::absolute(&request.outputs).unwrap_or_else(|_| request.outputs.clone());
+    let out = &bridge.out;
     if out.is_file() {
         problems.push(format!(
             "`outputs`: {} is a file, not a folder",
             out.display()
         ));
     }
-    if let Ok(session) = session_dir.canonicalize()
+    if let Ok(session) = bridge.session_dir.canonicalize()
         && out
             .canonicalize()
             .unwrap_or_else(|_| out.clone())
@@ -188,114 +342,7 @@ pub fn validate(declaration: &Declaration, request: &Request) -> Vec<String> {
             session.display()
         ));
     }
-    match declaration.task.as_str() {
-        "ReadMetadata" => {
-            let lst_files = crate::flowcam::lst::files_in(&session_dir).map_or(0, |f| f.len());
-            if lst_files > 1 {
-                problems.push(format!(
-                    "input `lst`: its folder {} holds {lst_files} .lst files; a session folder \
-                     holds one",
-                    session_dir.display()
-                ));
-            }
-        }
-        "UploadToS3" | "ExportEcoTaxa" => {
-            if let Some(missing) = missing_vignettes(request) {
-                problems.push(missing);
-                return problems;
-            }
-            if request.context.contains_key("session_dir") {
-                return problems;
-            }
-            // Without the session folder, its name (and the position it carries) comes from
-            // the folder of the manifest, which must then be named after the experiment,
-            // as the pipeline's output folders are.
-            let manifest = first_file(request, "manifest");
-            let folder = session_dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let experiment = request
-                .context
-                .get("experiment")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .or_else(|| manifest_experiment(&manifest));
-            if experiment.as_deref().is_some_and(|e| e != folder) {
-                problems.push(format!(
-                    "context `session_dir` is needed: the vignettes in {} belong to session \
-                     {}, but their folder is named {folder}, so the session's name and \
-                     position cannot be told from it",
-                    manifest.display(),
-                    experiment.unwrap_or_default()
-                ));
-            }
-        }
-        _ => {}
-    }
     problems
-}
-
-/// A problem when a vignette the manifest lists is not in `vignettes/` beside it.
-fn missing_vignettes(request: &Request) -> Option<String> {
-    let manifest = first_file(request, "manifest");
-    let folder = manifest.parent()?.join("vignettes");
-    let mut missing = Vec::new();
-    for (name, _) in manifest_vignettes(&manifest).ok()? {
-        if crate::flowcam::lst::check_plain_file_name(&name).is_err()
-            || !folder.join(&name).is_file()
-        {
-            missing.push(name);
-        }
-    }
-    let first = missing.first()?;
-    Some(format!(
-        "input `manifest`: {} of its vignettes are not in {} (the first: {first})",
-        missing.len(),
-        folder.display()
-    ))
-}
-
-/// The experiment a manifest's vignettes were named after (`<experiment>_<id>.tif`).
-fn manifest_experiment(manifest: &Path) -> Option<String> {
-    let (file, id) = manifest_vignettes(manifest).ok()?.into_iter().next()?;
-    file.strip_suffix(&format!("_{}.tif", id?))
-        .map(str::to_string)
-}
-
-/// The vignettes a manifest lists: its `file` column, with `particle_id` when it has one.
-fn manifest_vignettes(manifest: &Path) -> anyhow::Result<Vec<(String, Option<String>)>> {
-    let mut reader = csv::Reader::from_path(manifest)?;
-    let headers = reader.headers()?.clone();
-    let file = headers
-        .iter()
-        .position(|h| h == "file")
-        .ok_or_else(|| anyhow::anyhow!("{}: no file column", manifest.display()))?;
-    let id = headers.iter().position(|h| h == "particle_id");
-    reader
-        .records()
-        .map(|record| {
-            let record = record?;
-            Ok((record[file].to_string(), id.map(|i| record[i].to_string())))
-        })
-        .collect()
-}
-
-/// The FlowCam session folder a request works on: `context.session_dir`, else the folder
-/// of its main input.
-fn session_dir(declaration: &Declaration, request: &Request) -> PathBuf {
-    if let Some(dir) = request.context.get("session_dir").and_then(Value::as_str) {
-        return PathBuf::from(dir);
-    }
-    let main = match declaration.task.as_str() {
-        "ReadMetadata" => "lst",
-        "DecollageImages" => "collages",
-        _ => "manifest",
-    };
-    first_file(request, main)
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
 }
 
 /// A requirement the request's inputs already satisfy: complete by construction.
@@ -340,98 +387,6 @@ fn stage(file: &Path, dest: &Path) -> std::io::Result<()> {
         })
 }
 
-/// Links the tables (and, with `vignettes`, the vignettes beside the manifest) into the
-/// outputs folder.
-fn stage_tables(request: &Request, out: &Path, vignettes: bool) -> anyhow::Result<()> {
-    for (input, name) in [
-        ("metadata", "metadata.csv"),
-        ("schema", "metadata.schema.json"),
-        ("manifest", "manifest.csv"),
-    ] {
-        if let Some(file) = files(request, input).first() {
-            stage(Path::new(file), &out.join(name))?;
-        }
-    }
-    if vignettes {
-        let manifest = first_file(request, "manifest");
-        let from = manifest
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("vignettes");
-        for (name, _) in manifest_vignettes(&manifest)? {
-            crate::flowcam::lst::check_plain_file_name(&name).map_err(anyhow::Error::msg)?;
-            stage(&from.join(&name), &out.join("vignettes").join(&name))?;
-        }
-    }
-    Ok(())
-}
-
-/// Builds the one task the request asks for, its inputs staged in the outputs folder.
-fn build(declaration: &Declaration, request: &Request) -> anyhow::Result<TaskRef> {
-    let out = std::path::absolute(&request.outputs)?;
-    let context = |key: &str| request.context.get(key).and_then(Value::as_str);
-    let experiment = context("experiment");
-    let parameter = |name: &str| declaration.value(&request.parameters, name).cloned();
-    let flag = |name: &str| parameter(name).and_then(|v| v.as_bool()).unwrap_or(false);
-    let text = |name: &str| parameter(name).and_then(|v| v.as_str().map(str::to_string));
-    let number = |name: &str| parameter(name).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
-    let provided: TaskRef = Arc::new(Provided {
-        state_dir: out.join(".state"),
-    });
-    // The session folder: given, else where the inputs are (for tables from an earlier
-    // operation, a folder named after the experiment, which carries the position too;
-    // `validate` checks that it is).
-    let session = session_dir(declaration, request);
-    let session_from = |_: &str| session.clone();
-    let task: TaskRef = match declaration.task.as_str() {
-        "ReadMetadata" => {
-            let session = Session::at(&session_from("lst"), &out, experiment)?;
-            Arc::new(ReadMetadata::new(Arc::new(session)))
-        }
-        "DecollageImages" => {
-            let session = Session::at(&session_from("collages"), &out, experiment)?;
-            std::fs::create_dir_all(&out)?;
-            stage_tables(request, &out, false)?;
-            let options = DecollageOptions {
-                embed_measurements: flag("embed-measurements"),
-            };
-            Arc::new(DecollageImages::new(Arc::new(session), provided, options))
-        }
-        "UploadToS3" => {
-            let session = Session::at(&session_from("manifest"), &out, experiment)?;
-            std::fs::create_dir_all(&out)?;
-            stage_tables(request, &out, true)?;
-            let destination = DestinationConfig::new(DestinationOptions {
-                bucket: text("s3-bucket").unwrap_or_default(),
-                api_url: text("api-url"),
-                endpoint: S3Settings::endpoint_from(text("s3-endpoint").as_deref()),
-                api_batch_size: number("api-batch-size"),
-                concurrency: number("upload-concurrency"),
-                create_bucket: flag("create-bucket"),
-            });
-            let options = UploadOptions {
-                prefix: text("s3-prefix"),
-                verify_remote: flag("verify-remote"),
-                extra: files(request, "ecotaxa").first().map(PathBuf::from),
-            };
-            Arc::new(UploadToS3::new(
-                Arc::new(session),
-                provided,
-                destination,
-                options,
-            ))
-        }
-        "ExportEcoTaxa" => {
-            let session = Session::at(&session_from("manifest"), &out, experiment)?;
-            std::fs::create_dir_all(&out)?;
-            stage_tables(request, &out, true)?;
-            Arc::new(ExportEcoTaxa::new(Arc::new(session), provided))
-        }
-        other => anyhow::bail!("task {other} has no operation"),
-    };
-    Ok(task)
-}
-
 /// The files of each declared output, found in the outputs folder.
 fn collect_outputs(declaration: &Declaration, out: &Path) -> BTreeMap<String, Vec<PathBuf>> {
     let mut found = BTreeMap::new();
@@ -462,6 +417,46 @@ fn collect_outputs(declaration: &Declaration, out: &Path) -> BTreeMap<String, Ve
     found
 }
 
+/// The task and the request text of `operation [TASK] JSON` (or `[TASK] --json-file`):
+/// the task named, else the one `FLOWCAM_TASK` names (set per image, so that a runner
+/// that passes only the JSON reaches the right task).
+pub fn resolve(args: &[String], json_file: bool) -> Result<(String, Option<&str>), String> {
+    let from_env = || {
+        std::env::var(TASK_VARIABLE)
+            .ok()
+            .filter(|task| !task.trim().is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "no task: name one (operation TASK JSON) or set {TASK_VARIABLE} (tasks: {})",
+                    registry::names().join(", ")
+                )
+            })
+    };
+    let needs_request = "operation needs a request: JSON text, - (standard input) or --json-file";
+    match (args, json_file) {
+        ([task, json], false) => Ok((task.clone(), Some(json.as_str()))),
+        ([task], true) => Ok((task.clone(), None)),
+        ([task], false) if registry::find(task).is_some() => Err(needs_request.into()),
+        ([json], false) => Ok((from_env()?, Some(json.as_str()))),
+        ([], true) => Ok((from_env()?, None)),
+        ([], false) => Err(needs_request.into()),
+        (_, _) => Err("give the request either as JSON or with --json-file, not both".into()),
+    }
+}
+
+/// The environment variable that names the task when the command line does not.
+pub const TASK_VARIABLE: &str = "FLOWCAM_TASK";
+
+fn entry_for(task: &str) -> Result<(&'static TaskEntry, Declaration), Vec<String>> {
+    let entry = registry::find(task).ok_or_else(|| {
+        vec![format!(
+            "unknown task {task} (tasks: {})",
+            registry::names().join(", ")
+        )]
+    })?;
+    Ok((entry, entry.declaration()))
+}
+
 /// Reads, validates and runs a request for `task`. `Err` holds every problem with the
 /// request, its shape and its contents together (and nothing was written); `Ok` the
 /// result, complete or failed.
@@ -471,45 +466,38 @@ pub fn run_text(
     text: &str,
     stop: Arc<AtomicBool>,
 ) -> Result<OperationResult, Vec<String>> {
-    let Some(declaration) = declare::find(task) else {
-        let known: Vec<&str> = declare::SOURCES.iter().map(|(n, _)| *n).collect();
-        return Err(vec![format!(
-            "unknown task {task} (tasks: {})",
-            known.join(", ")
-        )]);
-    };
+    let (entry, declaration) = entry_for(task)?;
     let parsed = read(text)?;
     let mut problems = parsed.problems;
-    problems.extend(validate(&declaration, &parsed.request));
+    problems.extend(check(entry, &declaration, &parsed.request));
     if !problems.is_empty() {
         return Err(problems);
     }
-    execute(&declaration, &parsed.request, stop)
+    execute(entry, &declaration, &parsed.request, stop)
 }
 
 /// Validates the request and runs `task` alone (see [`run_text`]).
 pub fn run(task: &str, request: &Request) -> Result<OperationResult, Vec<String>> {
-    let Some(declaration) = declare::find(task) else {
-        return Err(vec![format!("unknown task {task}")]);
-    };
-    let problems = validate(&declaration, request);
+    let (entry, declaration) = entry_for(task)?;
+    let problems = check(entry, &declaration, request);
     if !problems.is_empty() {
         return Err(problems);
     }
-    execute(&declaration, request, Arc::default())
+    execute(entry, &declaration, request, Arc::default())
 }
 
 fn execute(
+    entry: &TaskEntry,
     declaration: &Declaration,
     request: &Request,
     stop: Arc<AtomicBool>,
 ) -> Result<OperationResult, Vec<String>> {
-    let root = build(declaration, request).map_err(|e| vec![format!("{e:#}")])?;
+    let bridge = Bridge::new(entry, declaration, request);
+    let root = (entry.build)(&bridge).map_err(|e| vec![format!("{e:#}")])?;
     let report = Runner::new(TOOL_VERSION, 0)
         .stop_flag(stop)
         .run(&root)
         .map_err(|e| vec![e.to_string()])?;
-    let out = std::path::absolute(&request.outputs).unwrap_or_else(|_| request.outputs.clone());
     let errors: Vec<String> = report
         .tasks
         .iter()
@@ -519,6 +507,12 @@ fn execute(
         .tasks
         .iter()
         .all(|t| matches!(t.state, TaskState::Ran | TaskState::AlreadyComplete));
+    let context = request
+        .context
+        .iter()
+        .filter(|(key, _)| !CONTEXT_KEYS.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
     Ok(OperationResult {
         task: declaration.task.clone(),
         status: if complete {
@@ -528,8 +522,9 @@ fn execute(
         } else {
             "failed"
         },
-        outputs: collect_outputs(declaration, &out),
+        outputs: collect_outputs(declaration, &bridge.out),
         errors,
+        context,
         report,
     })
 }

@@ -84,7 +84,7 @@ impl SessionOutcome {
 pub fn pipeline(session: &Arc<Session>, options: &PassOptions) -> TaskRef {
     Arc::new(FlowCamPipeline::new(
         session.clone(),
-        options.pipeline,
+        options.pipeline.clone(),
         options.delivery.clone(),
     ))
 }

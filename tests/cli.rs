@@ -28,7 +28,7 @@ fn end_to_end_on_the_fixture_then_a_rerun_that_does_nothing() {
     let first = run_bin(&args);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
     let stdout = String::from_utf8_lossy(&first.stdout);
-    assert!(stdout.contains("3 ran successfully"), "{}", text(&first));
+    assert!(stdout.contains("4 ran successfully"), "{}", text(&first));
     let session_out = out.join(FIXTURE);
     let vignettes: Vec<_> = std::fs::read_dir(session_out.join("vignettes"))
         .unwrap()
@@ -43,7 +43,7 @@ fn end_to_end_on_the_fixture_then_a_rerun_that_does_nothing() {
     let second = run_bin(&args);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
     let stdout = String::from_utf8_lossy(&second.stdout);
-    assert!(stdout.contains("3 complete ones"), "{}", text(&second));
+    assert!(stdout.contains("4 complete ones"), "{}", text(&second));
     assert!(!stdout.contains("ran successfully"), "{}", text(&second));
     let after: Vec<_> = vignettes.iter().map(|p| mtime(p)).collect();
     assert_eq!(before, after, "a no-op rerun rewrites nothing");
@@ -62,7 +62,7 @@ fn end_to_end_on_the_fixture_then_a_rerun_that_does_nothing() {
         out.to_str().unwrap(),
     ]);
     let shown = String::from_utf8_lossy(&status.stdout);
-    assert_eq!(shown.matches(" complete").count(), 3, "{}", text(&status));
+    assert_eq!(shown.matches(" complete").count(), 4, "{}", text(&status));
 }
 
 #[test]
@@ -249,7 +249,7 @@ fn clean_removes_the_sessions_outputs_and_nothing_else() {
     assert_eq!(left, vec!["notes-of-mine.txt".to_string()]);
     // And the next run starts from scratch.
     let rerun = run_bin(&["-d", i, "-o", &o]);
-    assert!(String::from_utf8_lossy(&rerun.stdout).contains("3 ran successfully"));
+    assert!(String::from_utf8_lossy(&rerun.stdout).contains("4 ran successfully"));
 }
 
 #[test]

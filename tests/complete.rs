@@ -265,7 +265,7 @@ fn a_particle_moved_to_another_page_keeps_its_vignette_with_one_worker_and_with_
         // And a third run has nothing to repair.
         let third = run_bin(&["-d", i, "-o", o, "-j", workers]);
         assert!(
-            String::from_utf8_lossy(&third.stdout).contains("3 complete ones"),
+            String::from_utf8_lossy(&third.stdout).contains("4 complete ones"),
             "{}",
             text(&third)
         );

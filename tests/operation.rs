@@ -256,7 +256,7 @@ fn bad_values(p: &Parameter) -> Vec<(&'static str, Value, String)> {
 fn every_declared_parameter_rule_is_enforced_with_its_exact_message() {
     let dir = tempfile::tempdir().unwrap();
     let all = declare::all();
-    assert_eq!(all.len(), 4);
+    assert_eq!(all.len(), 5);
     let mut checked = 0;
     let mut told = BTreeSet::new();
     for declaration in &all {
@@ -398,7 +398,6 @@ fn every_problem_of_a_request_is_told_at_once_and_nothing_is_written() {
         "unknown key `output` in the request (known: context, parameters, inputs, outputs)"
             .to_string(),
         "`outputs` is missing: name the folder the task writes to".to_string(),
-        "context key `session` is not known (known: experiment, session_dir)".to_string(),
         format!(
             "parameter `colour` is not declared for UploadToS3 (declared: {})",
             declared.join(", ")
@@ -408,7 +407,7 @@ fn every_problem_of_a_request_is_told_at_once_and_nothing_is_written() {
             "parameter `s3-bucket` is required: {}",
             upload.parameter("s3-bucket").unwrap().description
         ),
-        "input `extra` is not declared for UploadToS3 (declared: manifest, metadata, schema, ecotaxa)"
+        "input `extra` is not declared for UploadToS3 (declared: manifest, metadata, schema, session, ecotaxa)"
             .to_string(),
         format!(
             "input `manifest`: {}: No such file or directory (os error 2)",
@@ -551,15 +550,26 @@ fn malformed_requests_and_unknown_tasks_are_refused_and_nothing_is_written() {
     );
     assert_eq!(
         one(&run("Nope", r#"{"outputs": "out"}"#)),
-        "unknown task Nope (tasks: ReadMetadata, DecollageImages, UploadToS3, ExportEcoTaxa)"
+        "unknown task Nope (tasks: ReadMetadata, ExtractMetadata, DecollageImages, UploadToS3, ExportEcoTaxa)"
     );
-    // Neither JSON nor --json-file: clap's usage error, also exit 2.
+    // Neither JSON nor --json-file: a usage error, also exit 2.
     let output = bin(dir.path())
         .args(["operation", "ReadMetadata"])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output.stderr).contains("<JSON>"));
+    assert_eq!(
+        one(&output),
+        "operation needs a request: JSON text, - (standard input) or --json-file"
+    );
+    // Only the JSON, and no FLOWCAM_TASK to name the task.
+    assert_eq!(
+        one(&bin(dir.path())
+            .args(["operation", r#"{"outputs": "out"}"#])
+            .output()
+            .unwrap()),
+        "no task: name one (operation TASK JSON) or set FLOWCAM_TASK (tasks: ReadMetadata, ExtractMetadata, \
+         DecollageImages, UploadToS3, ExportEcoTaxa)"
+    );
     let missing = dir.path().join("request.json");
     let output = bin(dir.path())
         .args(["operation", "ReadMetadata", "--json-file"])
@@ -613,6 +623,7 @@ fn describe_prints_the_declarations() {
         tasks,
         [
             "ReadMetadata",
+            "ExtractMetadata",
             "DecollageImages",
             "UploadToS3",
             "ExportEcoTaxa"
@@ -638,7 +649,7 @@ fn describe_prints_the_declarations() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let one: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(one["task"], "UploadToS3");
-    assert_eq!(one, all[2]);
+    assert_eq!(one, all[3]);
     let names: Vec<&str> = one["parameters"]
         .as_array()
         .unwrap()
@@ -652,7 +663,7 @@ fn describe_prints_the_declarations() {
     assert!(output.stdout.is_empty());
     assert_eq!(
         text(&output.stderr).trim_end(),
-        "error: unknown task Nope (tasks: ReadMetadata, DecollageImages, UploadToS3, ExportEcoTaxa)"
+        "error: unknown task Nope (tasks: ReadMetadata, ExtractMetadata, DecollageImages, UploadToS3, ExportEcoTaxa)"
     );
 }
 
@@ -704,6 +715,41 @@ fn the_request_can_come_from_standard_input_or_a_file() {
     assert_eq!(
         std::fs::read(from_file.join("metadata.csv")).unwrap(),
         std::fs::read(from_stdin.join("metadata.csv")).unwrap()
+    );
+
+    // The task named by FLOWCAM_TASK (as a per-task image sets it), only the JSON given,
+    // with a runner's own context keys: kept and returned, not refused.
+    let from_env = dir.path().join("from-env");
+    let mut request_env = request(&from_env);
+    request_env["context"] = json!({"job_id": 7, "runner": {"name": "stage2"}});
+    let result = completed(
+        &bin(dir.path())
+            .env("FLOWCAM_TASK", "ReadMetadata")
+            .args(["operation", &request_env.to_string()])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(result["task"], "ReadMetadata");
+    assert_eq!(
+        result["context"],
+        json!({"job_id": 7, "runner": {"name": "stage2"}})
+    );
+    assert_eq!(
+        std::fs::read(from_env.join("metadata.csv")).unwrap(),
+        std::fs::read(from_stdin.join("metadata.csv")).unwrap()
+    );
+    // A known context key of the wrong type is still refused.
+    request_env["context"] = json!({"experiment": 7});
+    let problems = refused(
+        &bin(dir.path())
+            .env("FLOWCAM_TASK", "ReadMetadata")
+            .args(["operation", &request_env.to_string()])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        problems.contains("context `experiment` must be a string, got 7"),
+        "{problems:?}"
     );
 
     // The same request again into the same folder: complete, nothing done.
@@ -1202,6 +1248,26 @@ fn the_release_binary_runs_the_dockerfiles_entrypoint() {
     assert_eq!(result["task"], "ReadMetadata");
     assert_eq!(files(&result, "metadata"), [out.join("metadata.csv")]);
     assert_eq!(csv_rows(&out.join("metadata.csv")).len(), 102);
+
+    // A per-task image (FLOWCAM_TASK set at build time) takes only the JSON.
+    let per_task = work.path().join("per-task");
+    let request = json!({
+        "inputs": {"lst": [path_str(&input.join(format!("{FIXTURE}.lst")))]},
+        "outputs": path_str(&per_task),
+    });
+    let output = Command::new(&binary)
+        .args(&entrypoint[1..])
+        .arg(request.to_string())
+        .current_dir(work.path())
+        .env_clear()
+        .env("FLOWCAM_TASK", "ReadMetadata")
+        .output()
+        .unwrap();
+    assert_eq!(completed(&output)["task"], "ReadMetadata");
+    assert!(
+        dockerfile.contains("ENV FLOWCAM_TASK="),
+        "the image can be built per task"
+    );
 
     // Without arguments the image runs its CMD: the bridge's help.
     let output = image(&cmd);

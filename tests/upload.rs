@@ -173,7 +173,12 @@ impl Workplace {
             .filter(|p| p.extension().is_some_and(|e| e == "tif"))
             .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p))
             .collect();
-        for table in ["metadata.csv", "metadata.schema.json", "manifest.csv"] {
+        for table in [
+            "metadata.csv",
+            "metadata.schema.json",
+            "session.json",
+            "manifest.csv",
+        ] {
             files.insert(table.to_string(), out.join(table));
         }
         files
@@ -222,7 +227,7 @@ fn the_fixture_lands_with_keys_sizes_and_metadata_and_a_rerun_sends_nothing() {
 
     let key_prefix = format!("{prefix}/{POSITIONED}/");
     assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
-    assert_eq!(work.local_files().len(), 102 + 3);
+    assert_eq!(work.local_files().len(), 102 + 4);
 
     // A vignette carries the sample's position and date and the particle's id and time.
     let manifest = manifest(&session(&work.input, &work.out));
@@ -242,7 +247,7 @@ fn the_fixture_lands_with_keys_sizes_and_metadata_and_a_rerun_sends_nothing() {
 
     // The ledger holds exactly what was confirmed.
     let ledger = work.ledger();
-    assert_eq!(ledger.len(), 105);
+    assert_eq!(ledger.len(), 106);
     assert_eq!(
         ledger[&format!("{key_prefix}manifest.csv")],
         md5_hex(&work.session_out().join("manifest.csv"))
@@ -267,7 +272,7 @@ fn the_fixture_lands_with_keys_sizes_and_metadata_and_a_rerun_sends_nothing() {
         log.contains("upload complete") && log.contains("sent=0"),
         "{log}"
     );
-    assert_eq!(work.ledger().len(), 105);
+    assert_eq!(work.ledger().len(), 106);
 }
 
 #[test]
@@ -412,7 +417,7 @@ fn wrong_credentials_are_named_without_printing_them() {
         assert!(!report.contains(secret), "a key is in the run report");
     }
     // The vignettes are made; nothing is claimed as uploaded.
-    assert_eq!(work.local_files().len(), 105);
+    assert_eq!(work.local_files().len(), 106);
     assert!(work.ledger().is_empty());
 }
 
@@ -529,8 +534,8 @@ fn the_upload_api_gets_batches_of_at_most_seven_and_a_failed_batch_is_resent() {
     api.fail_request(None);
     let second = work.run(&args);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
-    // Only the failed batch, then the three tables in one request.
-    assert_eq!(api.take_requests(), vec![failed_batch, 3]);
+    // Only the failed batch, then the four tables in one request.
+    assert_eq!(api.take_requests(), vec![failed_batch, 4]);
     assert_all_delivered(
         &garage,
         garage.bucket(),
@@ -583,7 +588,7 @@ fn verify_remote_repairs_a_deleted_object() {
     assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt));
     let log = String::from_utf8_lossy(&rebuilt.stderr);
     assert!(log.contains("sent=0"), "{log}");
-    assert_eq!(work.ledger().len(), 105);
+    assert_eq!(work.ledger().len(), 106);
 }
 
 #[test]
@@ -604,7 +609,7 @@ fn upload_ecotaxa_sends_the_zip_before_the_manifest() {
     let zip_name = format!("ecotaxa_{POSITIONED}.zip");
     let zip = work.session_out().join(&zip_name);
     let remote = garage.list(garage.bucket(), &key_prefix);
-    assert_eq!(remote.len(), 102 + 4, "vignettes, three tables and the zip");
+    assert_eq!(remote.len(), 102 + 5, "vignettes, four tables and the zip");
     let (size, etag) = &remote[&format!("{key_prefix}{zip_name}")];
     assert_eq!(*size, std::fs::metadata(&zip).unwrap().len());
     assert_eq!(*etag, md5_hex(&zip));
@@ -700,7 +705,7 @@ fn an_upload_api_that_answers_200_but_stores_nothing_gets_nothing_recorded() {
         &format!("{prefix}/{FIXTURE}/"),
         &work,
     );
-    assert_eq!(work.ledger().len(), 105);
+    assert_eq!(work.ledger().len(), 106);
     assert_eq!(work.upload_status(&args), "complete");
 }
 
@@ -740,14 +745,14 @@ fn an_upload_api_that_stores_part_of_a_batch_gets_only_confirmed_batches_recorde
     api.storing(Storing::All);
     let second = work.run(&args);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
-    assert_eq!(api.take_requests(), vec![failed_batch, 3]);
+    assert_eq!(api.take_requests(), vec![failed_batch, 4]);
     assert_all_delivered(
         &garage,
         garage.bucket(),
         &format!("{prefix}/{FIXTURE}/"),
         &work,
     );
-    assert_eq!(work.ledger().len(), 105);
+    assert_eq!(work.ledger().len(), 106);
 }
 
 #[test]
@@ -774,7 +779,7 @@ fn verify_remote_through_the_upload_api_resends_a_deleted_object() {
     // Only the deleted vignette is sent; the tables are still there.
     assert_eq!(api.take_requests(), vec![1]);
     assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
-    assert_eq!(work.ledger().len(), 105);
+    assert_eq!(work.ledger().len(), 106);
     assert_eq!(work.upload_status(&args), "complete");
 
     // A lost ledger: the service gives no sizes or checksums to rebuild it from, so
@@ -782,8 +787,8 @@ fn verify_remote_through_the_upload_api_resends_a_deleted_object() {
     std::fs::remove_file(work.ledger_path()).unwrap();
     let rebuilt = work.run(&verify_args);
     assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt));
-    assert_eq!(api.take_requests().iter().sum::<usize>(), 105);
-    assert_eq!(work.ledger().len(), 105);
+    assert_eq!(api.take_requests().iter().sum::<usize>(), 106);
+    assert_eq!(work.ledger().len(), 106);
 }
 
 #[test]

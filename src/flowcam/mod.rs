@@ -1,9 +1,11 @@
 //! The FlowCam domain: what the instrument writes and what we make of it.
 
+pub mod calibration;
 pub mod collage;
 pub mod input;
 pub mod lst;
 pub mod session_name;
+pub mod side_files;
 pub mod vignette;
 
 pub use collage::{Collage, PixelFormat};

@@ -11,25 +11,14 @@ use crate::flowcam::Collage;
 use crate::flowcam::lst::{Field, FieldType, check_plain_file_name, parse_timestamp};
 use crate::flowcam::vignette::{self, VignetteTags};
 use crate::tasks::Session;
+use crate::tasks::manifest::{Manifest, ManifestRow};
 use crate::tasks::read_metadata::Schema;
+use crate::tasks::registry::TaskEntry;
 use anyhow::{Context, bail};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-/// The manifest's columns, one row per vignette. `captured_at` is the particle's `.lst`
-/// timestamp as ISO 8601 (empty when the list has none), so that consumers of the manifest
-/// (the upload's object metadata among them) need not read `metadata.csv`.
-pub const MANIFEST_HEADER: [&str; 7] = [
-    "file",
-    "particle_id",
-    "collage",
-    "width",
-    "height",
-    "bytes",
-    "captured_at",
-];
 
 /// How many bad particles one collage's error lists before summarising.
 const MAX_LISTED: usize = 10;
@@ -51,6 +40,8 @@ impl Default for DecollageOptions {
 pub struct DecollageImages {
     session: Arc<Session>,
     metadata: TaskRef,
+    /// ExtractMetadata, whose `session.json` gives the particles' classes.
+    record: Option<TaskRef>,
     options: DecollageOptions,
 }
 
@@ -59,8 +50,16 @@ impl DecollageImages {
         DecollageImages {
             session,
             metadata,
+            record: None,
             options,
         }
+    }
+
+    /// Reads the particles' classes from ExtractMetadata's `session.json` (the class
+    /// lists it found to fit the session).
+    pub fn with_record(mut self, extract: TaskRef) -> Self {
+        self.record = Some(extract);
+        self
     }
 
     /// `<experiment>_<particle id>.tif`.
@@ -93,14 +92,18 @@ impl Task for DecollageImages {
     }
 
     fn requires(&self) -> Vec<TaskRef> {
-        vec![self.metadata.clone()]
+        let mut requires = vec![self.metadata.clone()];
+        requires.extend(self.record.clone());
+        requires
     }
 
     fn inputs(&self) -> anyhow::Result<Vec<PathBuf>> {
-        Ok(vec![
-            self.session.metadata_csv(),
-            self.session.metadata_schema(),
-        ])
+        let mut inputs = vec![self.session.metadata_csv(), self.session.metadata_schema()];
+        let record = self.session.session_json();
+        if self.record.is_some() || record.is_file() {
+            inputs.push(record);
+        }
+        Ok(inputs)
     }
 
     fn outputs(&self) -> Vec<PathBuf> {
@@ -126,6 +129,8 @@ struct Pages<'a> {
     columns: Columns,
     /// Vignette sizes by row, as written in this run (the manifest stats only the rest).
     sizes: Mutex<HashMap<usize, u64>>,
+    /// Each particle's class, by id, from the class lists that fit the session.
+    classes: HashMap<String, String>,
 }
 
 /// Where the columns we need sit in a row.
@@ -197,6 +202,7 @@ impl<'a> Pages<'a> {
             pages,
             columns,
             sizes: Mutex::default(),
+            classes: classes_of(&session.session_json())?,
         })
     }
 
@@ -318,8 +324,7 @@ impl Plan for Pages<'_> {
         std::fs::create_dir_all(&folder).with_context(|| folder.display().to_string())?;
         let c = &self.columns;
         let sizes = self.sizes.lock().expect("no panics under the lock");
-        let mut manifest = csv::Writer::from_writer(Vec::with_capacity(self.rows.len() * 80));
-        manifest.write_record(MANIFEST_HEADER)?;
+        let mut manifest = Vec::with_capacity(self.rows.len());
         for (collage, indices) in &self.pages {
             for &i in indices {
                 let row = &self.rows[i];
@@ -330,7 +335,6 @@ impl Plan for Pages<'_> {
                         .with_context(|| format!("vignette {} is missing", path.display()))?
                         .len(),
                 };
-                let file = path.file_name().unwrap_or_default().to_string_lossy();
                 let captured_at = c
                     .timestamp
                     .and_then(|t| parse_timestamp(&row[t]))
@@ -342,18 +346,24 @@ impl Plan for Pages<'_> {
                         }
                     })
                     .unwrap_or_default();
-                manifest.write_record([
-                    &*file,
-                    &row[c.id],
-                    collage,
-                    &row[c.w],
-                    &row[c.h],
-                    &bytes.to_string(),
-                    &captured_at,
-                ])?;
+                manifest.push(ManifestRow {
+                    file: path
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    particle_id: row[c.id].to_string(),
+                    collage: collage.clone(),
+                    width: row[c.w].parse().unwrap_or_default(),
+                    height: row[c.h].parse().unwrap_or_default(),
+                    bytes,
+                    captured_at,
+                    class: self.classes.get(&row[c.id]).cloned().unwrap_or_default(),
+                    blank: false,
+                });
             }
         }
-        out.write(self.task.session.manifest(), &manifest.into_inner()?)?;
+        out.write(self.task.session.manifest(), &Manifest::encode(&manifest)?)?;
         Ok(())
     }
 }
@@ -428,6 +438,70 @@ fn is_json_number(s: &str) -> bool {
         && frac.is_none_or(digits)
         && exponent.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)))
 }
+
+/// Each particle's class, by id, from the taxa lists `session.json` applied (none when
+/// there is no `session.json`). A particle in two applied lists takes the first's class.
+fn classes_of(record: &std::path::Path) -> anyhow::Result<HashMap<String, String>> {
+    let mut classes = HashMap::new();
+    let bytes = match std::fs::read(record) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(classes),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", record.display())),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not JSON; rerun with --force", record.display()))?;
+    let lists = value["classes"].as_array().cloned().unwrap_or_default();
+    for list in lists
+        .iter()
+        .filter(|l| l["applied"] == true && l["kind"] == "taxa")
+    {
+        for class in list["classes"].as_array().into_iter().flatten() {
+            let name = class["name"].as_str().unwrap_or_default();
+            for id in class["ids"].as_array().into_iter().flatten() {
+                if let Some(id) = id.as_u64() {
+                    classes
+                        .entry(id.to_string())
+                        .or_insert_with(|| name.to_string());
+                }
+            }
+        }
+    }
+    Ok(classes)
+}
+
+/// DecollageImages in the registry: alone, it cuts the pages given from the tables given.
+pub(super) const ENTRY: TaskEntry = TaskEntry {
+    name: "DecollageImages",
+    source: include_str!("../../tasks/DecollageImages.json"),
+    session_input: "collages",
+    check: |bridge| {
+        let folders: std::collections::BTreeSet<&std::path::Path> = bridge
+            .files("collages")
+            .into_iter()
+            .filter_map(|f| std::path::Path::new(f).parent())
+            .collect();
+        if folders.len() > 1 {
+            return vec![format!(
+                "input `collages`: all pages must be in one folder (the session folder), got {}",
+                folders.len()
+            )];
+        }
+        Vec::new()
+    },
+    build: |bridge| {
+        let session = bridge.session()?;
+        bridge.stage_tables(false)?;
+        let options = DecollageOptions {
+            embed_measurements: bridge.flag("embed-measurements"),
+        };
+        Ok(Arc::new(DecollageImages::new(
+            session,
+            bridge.provided(),
+            options,
+        )))
+    },
+    owned: |session| vec![session.manifest(), session.vignettes_dir()],
+};
 
 #[cfg(test)]
 mod tests {

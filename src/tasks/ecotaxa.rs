@@ -19,10 +19,12 @@
 
 use crate::engine::{Digest, Item, Parameters, Plan, Staging, Task, TaskRef};
 use crate::flowcam::SamplePosition;
-use crate::flowcam::lst::{Field, check_plain_file_name, parse_timestamp};
+use crate::flowcam::lst::{Field, parse_timestamp};
 use crate::flowcam::vignette::{SOFTWARE, degrees_minutes_seconds};
 use crate::tasks::Session;
+use crate::tasks::manifest::{Manifest, ManifestRow};
 use crate::tasks::read_metadata::Schema;
+use crate::tasks::registry::TaskEntry;
 use anyhow::{Context, bail};
 use little_exif::exif_tag::ExifTag;
 use little_exif::metadata::Metadata;
@@ -155,16 +157,8 @@ impl Task for ExportEcoTaxa {
     }
 }
 
-/// One manifest row: a vignette.
-struct Vignette {
-    /// The TIFF's file name in `vignettes/`.
-    file: String,
-    particle_id: String,
-    /// The particle's `.lst` timestamp as ISO 8601, or empty.
-    captured_at: String,
-    /// The whole manifest row, for the page's fingerprint.
-    row: csv::StringRecord,
-}
+/// One manifest row with a vignette.
+type Vignette = ManifestRow;
 
 /// The session's vignettes grouped by collage page, with the measurements for the TSV.
 struct Export<'a> {
@@ -332,11 +326,8 @@ impl Plan for Export<'_> {
             .map(|(collage, indices)| {
                 let mut digest = Digest::new();
                 for &i in indices {
-                    let row = &self.vignettes[i].row;
-                    digest = digest.str(&row.len().to_string());
-                    for value in row {
-                        digest = digest.str(value);
-                    }
+                    let row = serde_json::to_string(&self.vignettes[i]).unwrap_or_default();
+                    digest = digest.str(&row);
                 }
                 Item {
                     key: collage.clone(),
@@ -375,53 +366,19 @@ impl Plan for Export<'_> {
 /// (collage file, indices into the vignettes), in order of first appearance.
 type Pages = Vec<(String, Vec<usize>)>;
 
-/// The manifest's rows, and their indices grouped by collage page.
+/// The manifest's rows that have a vignette, and their indices grouped by collage page.
 fn read_manifest(path: &Path) -> anyhow::Result<(Vec<Vignette>, Pages)> {
-    let context = || path.display().to_string();
-    let mut reader = csv::Reader::from_path(path).with_context(context)?;
-    let header = reader.headers().with_context(context)?.clone();
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name)
-            .with_context(|| format!("{}: no {name} column; rerun with --force", path.display()))
-    };
-    let (file, id, collage, captured_at) = (
-        column("file")?,
-        column("particle_id")?,
-        column("collage")?,
-        column("captured_at")?,
-    );
+    let manifest = Manifest::read(path)?;
     let mut vignettes = Vec::new();
     let mut pages: Pages = Vec::new();
     let mut page_of: HashMap<String, usize> = HashMap::new();
-    let mut seen = HashSet::new();
-    for record in reader.records() {
-        let row = record.with_context(context)?;
-        let line = row.position().map_or(0, |p| p.line());
-        // The manifest is ours, but may have been edited: never follow a path out of the
-        // vignettes folder, nor name a PNG after one.
-        check_plain_file_name(&row[file])
-            .and_then(|()| check_plain_file_name(&row[id]))
-            .map_err(|e| anyhow::anyhow!("{}:{line}: {e}", path.display()))?;
-        if !seen.insert(row[id].to_string()) {
-            bail!(
-                "{}:{line}: particle {} is listed twice",
-                path.display(),
-                &row[id]
-            );
-        }
-        let page = *page_of.entry(row[collage].to_string()).or_insert_with(|| {
-            pages.push((row[collage].to_string(), Vec::new()));
+    for row in manifest.rows.into_iter().filter(ManifestRow::has_vignette) {
+        let page = *page_of.entry(row.collage.clone()).or_insert_with(|| {
+            pages.push((row.collage.clone(), Vec::new()));
             pages.len() - 1
         });
         pages[page].1.push(vignettes.len());
-        vignettes.push(Vignette {
-            file: row[file].to_string(),
-            particle_id: row[id].to_string(),
-            captured_at: row[captured_at].to_string(),
-            row,
-        });
+        vignettes.push(row);
     }
     Ok((vignettes, pages))
 }
@@ -598,6 +555,20 @@ fn degrees(value: f64) -> [uR64; 3] {
         denominator,
     })
 }
+
+/// ExportEcoTaxa in the registry: alone, it exports the vignettes of the manifest given.
+pub(super) const ENTRY: TaskEntry = TaskEntry {
+    name: "ExportEcoTaxa",
+    source: include_str!("../../tasks/ExportEcoTaxa.json"),
+    session_input: "manifest",
+    check: |bridge| bridge.check_vignettes(),
+    build: |bridge| {
+        let session = bridge.session()?;
+        bridge.stage_tables(true)?;
+        Ok(Arc::new(ExportEcoTaxa::new(session, bridge.provided())))
+    },
+    owned: ExportEcoTaxa::owned_outputs,
+};
 
 #[cfg(test)]
 mod tests {

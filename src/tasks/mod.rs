@@ -3,12 +3,17 @@
 
 mod decollage;
 pub mod ecotaxa;
+pub mod extract_metadata;
+pub mod manifest;
 mod read_metadata;
+pub mod registry;
 mod session;
 mod upload;
 
-pub use decollage::{DecollageImages, DecollageOptions, MANIFEST_HEADER};
+pub use decollage::{DecollageImages, DecollageOptions};
 pub use ecotaxa::ExportEcoTaxa;
+pub use extract_metadata::{ExtractMetadata, ExtractOptions};
+pub use manifest::{MANIFEST_HEADER, Manifest, ManifestRow};
 pub use read_metadata::ReadMetadata;
 pub use session::{Session, SessionError};
 pub use upload::{UploadOptions, UploadToS3};
@@ -28,9 +33,10 @@ pub struct Delivery {
 }
 
 /// What the pipeline makes besides the vignettes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct PipelineOptions {
     pub decollage: DecollageOptions,
+    pub extract: ExtractOptions,
     /// Export for EcoTaxa (PNG vignettes, TSV, zip).
     pub ecotaxa: bool,
 }
@@ -39,6 +45,7 @@ impl From<DecollageOptions> for PipelineOptions {
     fn from(decollage: DecollageOptions) -> PipelineOptions {
         PipelineOptions {
             decollage,
+            extract: ExtractOptions::default(),
             ecotaxa: false,
         }
     }
@@ -60,11 +67,15 @@ impl FlowCamPipeline {
     ) -> FlowCamPipeline {
         let options = options.into();
         let metadata: TaskRef = Arc::new(ReadMetadata::new(session.clone()));
-        let decollage: TaskRef = Arc::new(DecollageImages::new(
+        let extract: TaskRef = Arc::new(ExtractMetadata::new(
             session.clone(),
-            metadata,
-            options.decollage,
+            metadata.clone(),
+            options.extract,
         ));
+        let decollage: TaskRef = Arc::new(
+            DecollageImages::new(session.clone(), metadata, options.decollage)
+                .with_record(extract.clone()),
+        );
         let upload_ecotaxa = delivery.as_ref().is_some_and(|d| d.upload_ecotaxa);
         let export = (options.ecotaxa || upload_ecotaxa)
             .then(|| Arc::new(ExportEcoTaxa::new(session.clone(), decollage.clone())));

@@ -4,6 +4,7 @@
 use crate::engine::{Parameters, Plan, Staging, Task};
 use crate::flowcam::lst::{self, Field};
 use crate::tasks::Session;
+use crate::tasks::registry::TaskEntry;
 use anyhow::{Context, bail};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -108,3 +109,23 @@ impl Plan for WriteCsv<'_> {
         Ok(())
     }
 }
+
+/// ReadMetadata in the registry: alone, it reads the `.lst` of the folder its `lst` input
+/// is in.
+pub(super) const ENTRY: TaskEntry = TaskEntry {
+    name: "ReadMetadata",
+    source: include_str!("../../tasks/ReadMetadata.json"),
+    session_input: "lst",
+    check: |bridge| {
+        let dir = &bridge.session_dir;
+        match lst::files_in(dir).map_or(0, |f| f.len()) {
+            0 | 1 => Vec::new(),
+            n => vec![format!(
+                "input `lst`: its folder {} holds {n} .lst files; a session folder holds one",
+                dir.display()
+            )],
+        }
+    },
+    build: |bridge| Ok(Arc::new(ReadMetadata::new(bridge.session()?))),
+    owned: |session| vec![session.metadata_csv(), session.metadata_schema()],
+};

@@ -103,6 +103,11 @@ impl Session {
         self.output.join("metadata.schema.json")
     }
 
+    /// What the instrument wrote about the run (ExtractMetadata).
+    pub fn session_json(&self) -> PathBuf {
+        self.output.join("session.json")
+    }
+
     pub fn vignettes_dir(&self) -> PathBuf {
         self.output.join("vignettes")
     }
@@ -125,17 +130,13 @@ impl Session {
         self.output.join(".state")
     }
 
-    /// Every top-level entry this tool writes into the session's output folder, for `clean`.
-    pub fn owned_outputs(&self) -> Vec<PathBuf> {
+    /// The top-level entries of the output folder that belong to the runs rather than to
+    /// one task (each task's are in its registry entry), for `clean`.
+    pub fn run_outputs(&self) -> Vec<PathBuf> {
         vec![
-            self.metadata_csv(),
-            self.metadata_schema(),
-            self.vignettes_dir(),
-            self.manifest(),
             self.run_report(),
             self.output.join("runs"),
             self.output.join("pipeline.log"),
-            self.uploads_dir(),
             self.state_dir(),
         ]
     }

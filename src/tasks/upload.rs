@@ -18,7 +18,12 @@ use crate::engine::{
     Digest, FileFingerprint, Item, Parameters, Plan, Staging, StopTask, Task, TaskRef,
 };
 use crate::tasks::Session;
-use crate::upload::{Destination, DestinationConfig, Ledger, LedgerEntry, Outgoing, UploadError};
+use crate::tasks::manifest::Manifest;
+use crate::tasks::registry::TaskEntry;
+use crate::upload::{
+    Destination, DestinationConfig, DestinationOptions, Ledger, LedgerEntry, Outgoing, S3Settings,
+    UploadError,
+};
 use anyhow::{Context, bail};
 use md5::{Digest as _, Md5};
 use std::collections::HashMap;
@@ -139,6 +144,10 @@ impl Task for UploadToS3 {
             self.session.metadata_schema(),
         ];
         inputs.extend(self.options.extra.clone());
+        let record = self.session.session_json();
+        if record.is_file() {
+            inputs.push(record);
+        }
         Ok(inputs)
     }
 
@@ -233,28 +242,17 @@ impl<'a> Deliveries<'a> {
         let position = session_metadata(session);
         let mut vignettes = Vec::new();
         let manifest_path = session.manifest();
-        let mut manifest = csv::Reader::from_path(&manifest_path)
-            .with_context(|| manifest_path.display().to_string())?;
-        let header = manifest.headers()?.clone();
-        let column = |name: &str| header.iter().position(|h| h == name);
-        let file_column = column("file")
-            .with_context(|| format!("{}: no file column", manifest_path.display()))?;
-        let id_column = column("particle_id");
-        let captured_column = column("captured_at");
-        for (line, record) in manifest.records().enumerate() {
-            let record = record.with_context(|| manifest_path.display().to_string())?;
-            let file = &record[file_column];
-            crate::flowcam::lst::check_plain_file_name(file).map_err(|e| {
-                anyhow::anyhow!("{} line {}: {e}", manifest_path.display(), line + 2)
-            })?;
+        let manifest = Manifest::read(&manifest_path)?;
+        for row in manifest.vignettes() {
+            let file = &row.file;
             let mut metadata = position.clone();
-            let mut add = |name: &str, column: Option<usize>| {
-                if let Some(value) = column.map(|c| &record[c]).filter(|v| is_header_safe(v)) {
+            let mut add = |name: &str, value: &str| {
+                if !value.is_empty() && is_header_safe(value) {
                     metadata.push((name.to_string(), value.to_string()));
                 }
             };
-            add("particle-id", id_column);
-            add("captured-at", captured_column);
+            add("particle-id", &row.particle_id);
+            add("captured-at", &row.captured_at);
             vignettes.push(Candidate {
                 path: session.vignettes_dir().join(file),
                 key: format!("{key_prefix}{file}"),
@@ -287,6 +285,10 @@ impl<'a> Deliveries<'a> {
             table(session.metadata_csv(), "text/csv"),
             table(session.metadata_schema(), "application/json"),
         ];
+        // What the instrument wrote about the run travels with the tables.
+        if session.session_json().is_file() {
+            tables.push(table(session.session_json(), "application/json"));
+        }
         if let Some(extra) = &task.options.extra {
             tables.push(table(extra.clone(), "application/zip"));
         }
@@ -534,3 +536,35 @@ fn session_metadata(session: &Session) -> Vec<(String, String)> {
 fn is_header_safe(value: &str) -> bool {
     !value.is_empty() && value.bytes().all(|b| (b' '..=b'~').contains(&b))
 }
+
+/// UploadToS3 in the registry: alone, it uploads the vignettes of the manifest given.
+pub(super) const ENTRY: TaskEntry = TaskEntry {
+    name: "UploadToS3",
+    source: include_str!("../../tasks/UploadToS3.json"),
+    session_input: "manifest",
+    check: |bridge| bridge.check_vignettes(),
+    build: |bridge| {
+        let session = bridge.session()?;
+        bridge.stage_tables(true)?;
+        let destination = DestinationConfig::new(DestinationOptions {
+            bucket: bridge.text("s3-bucket").unwrap_or_default(),
+            api_url: bridge.text("api-url"),
+            endpoint: S3Settings::endpoint_from(bridge.text("s3-endpoint").as_deref()),
+            api_batch_size: bridge.number("api-batch-size"),
+            concurrency: bridge.number("upload-concurrency"),
+            create_bucket: bridge.flag("create-bucket"),
+        });
+        let options = UploadOptions {
+            prefix: bridge.text("s3-prefix"),
+            verify_remote: bridge.flag("verify-remote"),
+            extra: bridge.files("ecotaxa").first().map(PathBuf::from),
+        };
+        Ok(Arc::new(UploadToS3::new(
+            session,
+            bridge.provided(),
+            destination,
+            options,
+        )))
+    },
+    owned: |session| vec![session.uploads_dir()],
+};

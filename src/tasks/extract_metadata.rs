@@ -1,0 +1,819 @@
+//! ExtractMetadata: what the instrument wrote about the run -> `session.json`.
+//!
+//! Reads the side files (`.ctx`, run summary, notes, `.cla`; each optional), the particles
+//! (`metadata.csv`, for the pixel size and to check the class lists), the folder name and
+//! an optional sample sheet, and writes one versioned document (see the README's
+//! "session.json"). Side files are untrusted: what cannot be read is a warning in the
+//! document and the log, never a failure. The sample sheet is the user's own: a bad value
+//! in this session's row fails the task, naming file, line and column.
+
+use crate::engine::{Parameters, Plan, Staging, Task, TaskRef};
+use crate::flowcam::calibration::{self, PixelSize, Witness};
+use crate::flowcam::side_files::{self, ClassFile, KeyValues, Warning};
+use crate::tasks::Session;
+use crate::tasks::registry::TaskEntry;
+use anyhow::{Context, bail};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The version of `session.json`'s structure; a change that renames or removes a field
+/// raises it.
+pub const SESSION_JSON_VERSION: u32 = 1;
+
+#[derive(Debug, Clone)]
+pub struct ExtractOptions {
+    /// A CSV of per-session sample facts (`session` column plus `latitude`, `longitude`,
+    /// `sample_date`, `depth_m`, `station`, `sample_id`).
+    pub sample_sheet: Option<PathBuf>,
+    /// Read the trailing number of a folder name as the depth in metres.
+    pub depth_from_name: bool,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            sample_sheet: None,
+            depth_from_name: true,
+        }
+    }
+}
+
+pub struct ExtractMetadata {
+    session: Arc<Session>,
+    metadata: TaskRef,
+    options: ExtractOptions,
+}
+
+impl ExtractMetadata {
+    pub fn new(session: Arc<Session>, metadata: TaskRef, options: ExtractOptions) -> Self {
+        ExtractMetadata {
+            session,
+            metadata,
+            options,
+        }
+    }
+
+    /// The side files this session has, by kind.
+    fn side_files(&self) -> [(&'static str, PathBuf); 4] {
+        let dir = &self.session.input;
+        let base = &self.session.name.name;
+        [
+            ("ctx", dir.join(format!("{base}.ctx"))),
+            ("run_summary", dir.join(format!("{base}_run_summary.txt"))),
+            ("notes", dir.join(format!("{base}_notes.txt"))),
+            ("cla", dir.join(format!("{base}.cla"))),
+        ]
+    }
+}
+
+impl Task for ExtractMetadata {
+    fn name(&self) -> &'static str {
+        "ExtractMetadata"
+    }
+
+    fn id(&self) -> String {
+        format!("ExtractMetadata({})", self.session.experiment)
+    }
+
+    fn parameters(&self) -> Parameters {
+        Parameters::from([
+            (
+                "session".to_string(),
+                self.session.input.display().to_string(),
+            ),
+            (
+                "sample_sheet".to_string(),
+                self.options
+                    .sample_sheet
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "depth_from_name".to_string(),
+                self.options.depth_from_name.to_string(),
+            ),
+        ])
+    }
+
+    fn requires(&self) -> Vec<TaskRef> {
+        vec![self.metadata.clone()]
+    }
+
+    fn inputs(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let mut inputs = vec![self.session.metadata_csv()];
+        inputs.extend(
+            self.side_files()
+                .into_iter()
+                .map(|(_, p)| p)
+                .filter(|p| p.is_file()),
+        );
+        inputs.extend(self.options.sample_sheet.clone());
+        Ok(inputs)
+    }
+
+    fn outputs(&self) -> Vec<PathBuf> {
+        vec![self.session.session_json()]
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.session.state_dir()
+    }
+
+    fn prepare(&self) -> anyhow::Result<Box<dyn Plan + '_>> {
+        Ok(Box::new(Extract { task: self }))
+    }
+}
+
+struct Extract<'a> {
+    task: &'a ExtractMetadata,
+}
+
+impl Plan for Extract<'_> {
+    fn finish(&self, out: &mut Staging) -> anyhow::Result<()> {
+        let record = SessionRecord::read(&self.task.session, &self.task.options, |kind| {
+            self.task
+                .side_files()
+                .into_iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, p)| p)
+                .expect("a known kind")
+        })?;
+        for warning in &record.warnings {
+            tracing::warn!(session = %self.task.session.experiment, "{warning}");
+        }
+        let mut json = serde_json::to_vec_pretty(&record)?;
+        json.push(b'\n');
+        out.write(self.task.session.session_json(), &json)?;
+        Ok(())
+    }
+}
+
+/// `session.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRecord {
+    pub format: &'static str,
+    pub version: u32,
+    pub session: String,
+    /// The side files read, by kind (`ctx`, `run_summary`, `notes`, `cla`).
+    pub sources: BTreeMap<&'static str, PathBuf>,
+    pub instrument: Instrument,
+    pub calibration: Calibration,
+    pub run: Run,
+    pub sample: Sample,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    pub classes: Vec<ClassListRecord>,
+    /// Every key of the `.ctx` and the run summary, raw, by section.
+    pub raw: BTreeMap<&'static str, BTreeMap<String, BTreeMap<String, String>>>,
+    /// What could not be read, each naming file, line and key.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Instrument {
+    pub model: Option<String>,
+    pub serial_number: Option<String>,
+    pub software: Option<String>,
+    pub software_version: Option<String>,
+    pub firmware: Option<String>,
+    pub camera: Option<String>,
+    pub magnification: Option<f64>,
+    pub flow_cell: Option<String>,
+    pub flow_cell_depth_um: Option<f64>,
+    pub flow_cell_width_um: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Calibration {
+    pub um_per_pixel: Option<f64>,
+    /// How it was obtained (see `calibration::PixelSizeSource`), with the evidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<PixelSize>,
+    /// What the side files say, as written.
+    pub ctx_calibration_constant: Option<f64>,
+    pub run_summary_calibration_factor: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Run {
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub duration_s: Option<i64>,
+    pub sampling_time_s: Option<i64>,
+    pub mode: Option<String>,
+    pub stop_reason: Option<String>,
+    pub images_total: Option<f64>,
+    pub images_used: Option<f64>,
+    pub frame_rate_fps: Option<f64>,
+    pub auto_image_rate: Option<f64>,
+    /// Particles the instrument counted (the run summary's).
+    pub particle_count: Option<f64>,
+    /// Particles in the `.lst` (fewer when the operator removed some).
+    pub particles_listed: usize,
+    pub fluid_volume_imaged_ml: Option<f64>,
+    /// `run_summary` or `ctx`: the `.ctx` often says 0 where the summary has the volume.
+    pub fluid_volume_source: Option<&'static str>,
+    pub min_esd_um: Option<f64>,
+    pub max_esd_um: Option<f64>,
+}
+
+/// Where a sample fact came from, by precedence: sample sheet, folder name, `.ctx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactSource {
+    SampleSheet,
+    FolderName,
+    Ctx,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Sample {
+    /// The sample (sheet, else the folder name without its replicate number), so that
+    /// replicate runs of one jar share it.
+    pub id: String,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub date: Option<String>,
+    pub depth_m: Option<f64>,
+    pub station: Option<String>,
+    pub location_name: Option<String>,
+    /// Where each fact above came from.
+    pub sources: BTreeMap<&'static str, FactSource>,
+}
+
+/// A class list of the `.cla`, and whether it fits the session.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassListRecord {
+    pub name: String,
+    /// `blank` when every class of it names blanks, else `taxa`.
+    pub kind: ClassListKind,
+    pub applied: bool,
+    /// Why it was or was not applied.
+    pub reason: String,
+    pub classes: Vec<side_files::Class>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassListKind {
+    Taxa,
+    Blank,
+}
+
+/// Whether a class name names blank images.
+pub fn is_blank_class(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.contains("blank") || name.contains("empty")
+}
+
+impl SessionRecord {
+    /// Reads everything for `session`; `side_file(kind)` says where each side file is.
+    pub fn read(
+        session: &Session,
+        options: &ExtractOptions,
+        side_file: impl Fn(&str) -> PathBuf,
+    ) -> anyhow::Result<SessionRecord> {
+        let mut warnings: Vec<Warning> = Vec::new();
+        let mut sources = BTreeMap::new();
+        let mut unread: Vec<Warning> = Vec::new();
+        // A side file that cannot be read at all (a FIFO, a link out of the folder, too
+        // large) is left out with a warning, like a value that cannot be read.
+        let mut text_of = |kind: &'static str| -> anyhow::Result<Option<String>> {
+            let path = side_file(kind);
+            let text = match side_files::read_text(&path) {
+                Ok(text) => text,
+                Err(e) => {
+                    unread.push(Warning {
+                        file: path.clone(),
+                        line: 0,
+                        key: None,
+                        message: format!("not read: {e:#}"),
+                    });
+                    None
+                }
+            };
+            if text.is_some() {
+                sources.insert(kind, path);
+            }
+            Ok(text)
+        };
+        let empty = KeyValues::default();
+        let ctx = match text_of("ctx")? {
+            Some(text) => {
+                let (ini, w) = side_files::parse_ini(&side_file("ctx"), &text);
+                warnings.extend(w);
+                ini
+            }
+            None => empty.clone(),
+        };
+        let summary = match text_of("run_summary")? {
+            Some(text) => {
+                let (s, w) = side_files::parse_run_summary(&side_file("run_summary"), &text);
+                warnings.extend(w);
+                s
+            }
+            None => empty.clone(),
+        };
+        let notes = text_of("notes")?
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        let cla = match text_of("cla")? {
+            Some(text) => {
+                let (cla, w) = side_files::parse_cla(&side_file("cla"), &text);
+                warnings.extend(w);
+                Some(cla)
+            }
+            None => None,
+        };
+        warnings.append(&mut unread);
+        let (ids, witnesses) = read_particles(&session.metadata_csv())?;
+
+        let mut w = Vec::new();
+        let text = |kv: &KeyValues, s: &str, k: &str| kv.get(s, k).map(str::to_string);
+        let (software, software_version) = match text(&ctx, "Software", "SoftwareName") {
+            Some(name) => (Some(name), text(&ctx, "Software", "SoftwareVersion")),
+            None => match text(&summary, "Environment", "Software") {
+                Some(both) => match both.rsplit_once(' ') {
+                    Some((name, version)) => (Some(name.to_string()), Some(version.to_string())),
+                    None => (Some(both), None),
+                },
+                None => (None, None),
+            },
+        };
+        let serial = text(&ctx, "Software", "SerialNo")
+            .or_else(|| text(&summary, "Environment", "SerialNo"))
+            .filter(|s| !s.eq_ignore_ascii_case("NA"));
+        let instrument = Instrument {
+            model: software.as_ref().map(|_| "FlowCam".to_string()),
+            serial_number: serial,
+            software,
+            software_version,
+            firmware: text(&ctx, "Software", "GumStixFirmwareVersion"),
+            camera: text(&ctx, "Camera", "CameraName"),
+            magnification: ctx
+                .number("Software", "CameraMagnification", &mut w)
+                .or_else(|| summary.number("Environment", "Magnification", &mut w)),
+            flow_cell: text(&ctx, "Fluid", "FlowCellType"),
+            flow_cell_depth_um: ctx.number("Fluid", "FlowCellDepth", &mut w),
+            flow_cell_width_um: ctx.number("Fluid", "FlowCellWidth", &mut w),
+        };
+
+        let ctx_cal = ctx.number("Fluid", "CalibrationConstant", &mut w);
+        let summary_cal = summary.number("Environment", "Calibration Factor", &mut w);
+        let finding = calibration::establish(
+            ids.iter().cloned().zip(witnesses.iter().copied()),
+            ctx_cal,
+            summary_cal,
+        );
+        let calibration = Calibration {
+            um_per_pixel: finding.pixel_size.as_ref().map(|p| p.um_per_pixel),
+            proof: finding.pixel_size.clone(),
+            ctx_calibration_constant: ctx_cal,
+            run_summary_calibration_factor: summary_cal,
+        };
+
+        let start =
+            text(&ctx, "General", "RunStartTime").or_else(|| text(&summary, "Date/Time", "Start"));
+        let end =
+            text(&ctx, "General", "RunEndTime").or_else(|| text(&summary, "Date/Time", "End"));
+        let parse_time = |t: &Option<String>| {
+            t.as_deref()
+                .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").ok())
+        };
+        let duration_s = match (parse_time(&start), parse_time(&end)) {
+            (Some(a), Some(b)) if b >= a => Some((b - a).num_seconds()),
+            _ => None,
+        };
+        let summary_volume = summary
+            .number("Run", "Fluid Volume Imaged", &mut w)
+            .filter(|v| *v > 0.0);
+        let ctx_volume = ctx
+            .number("Fluid", "FluidVolumeImaged_ml", &mut w)
+            .filter(|v| *v > 0.0);
+        let (volume, volume_source) = match (summary_volume, ctx_volume) {
+            (Some(v), _) => (Some(v), Some("run_summary")),
+            (None, Some(v)) => (Some(v), Some("ctx")),
+            (None, None) => (None, None),
+        };
+        let mut notes_of_disagreement: Vec<String> = finding.warnings.clone();
+        if let (Some(a), Some(b)) = (summary_volume, ctx_volume)
+            && (a - b).abs() > 1e-6 * a
+        {
+            notes_of_disagreement.push(format!(
+                "the run summary's fluid volume imaged is {a} ml, the .ctx's {b} ml; using {a}"
+            ));
+        }
+        let run = Run {
+            start: start.map(|t| t.replace(' ', "T")),
+            end: end.map(|t| t.replace(' ', "T")),
+            duration_s,
+            sampling_time_s: summary
+                .get("Date/Time", "Sampling Time")
+                .and_then(hms_seconds),
+            mode: text(&summary, "Run", "Mode"),
+            stop_reason: text(&summary, "Run", "Stop Reason"),
+            images_total: summary.number("Images", "Total", &mut w),
+            images_used: summary.number("Images", "Used", &mut w),
+            frame_rate_fps: summary.number("Images", "Frame Rate", &mut w),
+            auto_image_rate: ctx.number("CameraBehavior", "AutoImageRate", &mut w),
+            particle_count: summary.number("Run", "Particle Count", &mut w),
+            particles_listed: ids.len(),
+            fluid_volume_imaged_ml: volume,
+            fluid_volume_source: volume_source,
+            min_esd_um: ctx.number("CaptureParameters", "MinESD", &mut w),
+            max_esd_um: ctx.number("CaptureParameters", "MaxESD", &mut w),
+        };
+        warnings.extend(w);
+
+        let sample = sample_facts(session, options, &ctx)?;
+        let classes = cla
+            .as_ref()
+            .map(|cla| check_class_lists(cla, &ids))
+            .unwrap_or_default();
+        let mut raw = BTreeMap::new();
+        if sources.contains_key("ctx") {
+            raw.insert("ctx", ctx.raw());
+        }
+        if sources.contains_key("run_summary") {
+            raw.insert("run_summary", summary.raw());
+        }
+        let mut all_warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+        all_warnings.extend(notes_of_disagreement);
+        Ok(SessionRecord {
+            format: "flowcam-pipeline session",
+            version: SESSION_JSON_VERSION,
+            session: session.experiment.clone(),
+            sources,
+            instrument,
+            calibration,
+            run,
+            sample,
+            notes,
+            classes,
+            raw,
+            warnings: all_warnings,
+        })
+    }
+}
+
+/// `00:01:30` -> 90.
+fn hms_seconds(text: &str) -> Option<i64> {
+    let parts: Vec<i64> = text
+        .split(':')
+        .map(|p| p.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [h, m, s] if *m < 60 && *s < 60 && *h >= 0 => Some(h * 3600 + m * 60 + s),
+        _ => None,
+    }
+}
+
+/// The particles' ids and calibration witnesses, from `metadata.csv`.
+fn read_particles(path: &Path) -> anyhow::Result<(Vec<String>, Vec<Witness>)> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| path.display().to_string())?;
+    let header = reader.headers()?.clone();
+    let column = |name: &str| header.iter().position(|h| h == name);
+    let Some(id) = column("id") else {
+        bail!("{}: no id column", path.display());
+    };
+    let (perimeter, raw, cal) = (
+        column("perimeter"),
+        column("raw_perimeter"),
+        column("cal_const"),
+    );
+    let mut ids = Vec::new();
+    let mut witnesses = Vec::new();
+    for record in reader.records() {
+        let record = record.with_context(|| path.display().to_string())?;
+        let number = |c: Option<usize>| c.and_then(|c| record[c].parse::<f64>().ok());
+        ids.push(record[id].to_string());
+        witnesses.push(Witness {
+            perimeter: number(perimeter),
+            raw_perimeter: number(raw),
+            cal_const: number(cal),
+        });
+    }
+    Ok((ids, witnesses))
+}
+
+/// Each class list, applied only when it fits: every id it names is a particle of the
+/// `.lst`, and no particle is in two of its classes. (A list saved before particles were
+/// removed and the rest renumbered names ids that are gone, or other particles.)
+fn check_class_lists(cla: &ClassFile, ids: &[String]) -> Vec<ClassListRecord> {
+    let known: HashSet<u64> = ids.iter().filter_map(|i| i.parse().ok()).collect();
+    cla.lists
+        .iter()
+        .map(|list| {
+            let kind = if !list.classes.is_empty()
+                && list.classes.iter().all(|c| is_blank_class(&c.name))
+            {
+                ClassListKind::Blank
+            } else {
+                ClassListKind::Taxa
+            };
+            let named: usize = list.classes.iter().map(|c| c.ids.len()).sum();
+            let missing: Vec<u64> = list
+                .classes
+                .iter()
+                .flat_map(|c| c.ids.iter().copied())
+                .filter(|id| !known.contains(id))
+                .collect();
+            let mut seen = HashSet::new();
+            let twice = list
+                .classes
+                .iter()
+                .flat_map(|c| c.ids.iter().copied())
+                .find(|id| !seen.insert(*id));
+            let (applied, reason) = if let Some(first) = missing.first() {
+                (
+                    false,
+                    format!(
+                        "{} of its {named} ids are not particles of the .lst (the first: \
+                         {first}): it refers to another numbering of the run's particles \
+                         (made before some were removed), so applying it would mark the \
+                         wrong particles",
+                        missing.len()
+                    ),
+                )
+            } else if let Some(id) = twice {
+                (
+                    false,
+                    format!(
+                        "particle {id} is in two of its classes; which one is meant cannot be told"
+                    ),
+                )
+            } else {
+                (
+                    true,
+                    format!("all {named} of its ids are particles of the .lst"),
+                )
+            };
+            ClassListRecord {
+                name: list.name.clone(),
+                kind,
+                applied,
+                reason,
+                classes: list.classes.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The sample's facts by precedence: sample sheet, folder name, `.ctx`.
+fn sample_facts(
+    session: &Session,
+    options: &ExtractOptions,
+    ctx: &KeyValues,
+) -> anyhow::Result<Sample> {
+    let mut sample = Sample::default();
+    let sheet = match &options.sample_sheet {
+        Some(path) => sheet_row(path, &session.name.name)?,
+        None => None,
+    };
+    let set_number = |field: &'static str,
+                      slot: &mut Option<f64>,
+                      candidates: [(Option<f64>, FactSource); 3],
+                      sources: &mut BTreeMap<&'static str, FactSource>| {
+        if let Some((value, source)) = candidates.into_iter().find_map(|(v, s)| v.map(|v| (v, s))) {
+            *slot = Some(value);
+            sources.insert(field, source);
+        }
+    };
+    let sheet_number = |key: &str| sheet.as_ref().and_then(|s| s.numbers.get(key).copied());
+    let position = session.name.position.as_ref();
+    let mut w = Vec::new();
+    let ctx_lat = ctx.number("General", "LocationLatitude", &mut w);
+    let ctx_lon = ctx.number("General", "LocationLongitude", &mut w);
+    let mut sources = BTreeMap::new();
+    set_number(
+        "latitude",
+        &mut sample.latitude,
+        [
+            (sheet_number("latitude"), FactSource::SampleSheet),
+            (position.map(|p| p.latitude), FactSource::FolderName),
+            (ctx_lat, FactSource::Ctx),
+        ],
+        &mut sources,
+    );
+    set_number(
+        "longitude",
+        &mut sample.longitude,
+        [
+            (sheet_number("longitude"), FactSource::SampleSheet),
+            (position.map(|p| p.longitude), FactSource::FolderName),
+            (ctx_lon, FactSource::Ctx),
+        ],
+        &mut sources,
+    );
+    set_number(
+        "depth_m",
+        &mut sample.depth_m,
+        [
+            (sheet_number("depth_m"), FactSource::SampleSheet),
+            (
+                position
+                    .and_then(|p| p.depth_m)
+                    .filter(|_| options.depth_from_name),
+                FactSource::FolderName,
+            ),
+            (None, FactSource::Ctx),
+        ],
+        &mut sources,
+    );
+    let sheet_text = |key: &str| sheet.as_ref().and_then(|s| s.texts.get(key).cloned());
+    if let Some(date) = sheet_text("sample_date") {
+        sample.date = Some(date);
+        sources.insert("date", FactSource::SampleSheet);
+    } else if let Some(p) = position {
+        sample.date = Some(p.date.format("%Y-%m-%d").to_string());
+        sources.insert("date", FactSource::FolderName);
+    }
+    if let Some(station) = sheet_text("station") {
+        sample.station = Some(station);
+        sources.insert("station", FactSource::SampleSheet);
+    }
+    if let Some(name) = ctx.get("General", "LocationName") {
+        sample.location_name = Some(name.to_string());
+        sources.insert("location_name", FactSource::Ctx);
+    }
+    sample.id = match sheet_text("sample_id") {
+        Some(id) => {
+            sources.insert("id", FactSource::SampleSheet);
+            id
+        }
+        None => {
+            sources.insert("id", FactSource::FolderName);
+            sample_id_from_name(&session.name.name, options.depth_from_name)
+        }
+    };
+    sample.sources = sources;
+    Ok(sample)
+}
+
+/// The sample a folder name names: without a trailing replicate or session number
+/// (`..._04052023_1` -> `..._04052023`) unless that number is a depth.
+pub fn sample_id_from_name(name: &str, depth_from_name: bool) -> String {
+    if depth_from_name
+        && crate::flowcam::SessionName::parse(name)
+            .is_ok_and(|n| n.position.is_some_and(|p| p.depth_m.is_some()))
+    {
+        return name.to_string();
+    }
+    match name.rsplit_once('_') {
+        Some((stem, tail))
+            if !tail.is_empty() && tail.len() <= 3 && tail.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            stem.to_string()
+        }
+        _ => name.to_string(),
+    }
+}
+
+/// This session's row of a sample sheet.
+struct SheetRow {
+    numbers: BTreeMap<String, f64>,
+    texts: BTreeMap<String, String>,
+}
+
+/// The columns a sample sheet may have besides `session`.
+pub const SHEET_COLUMNS: &[&str] = &[
+    "latitude",
+    "longitude",
+    "sample_date",
+    "depth_m",
+    "station",
+    "sample_id",
+];
+
+fn sheet_row(path: &Path, session: &str) -> anyhow::Result<Option<SheetRow>> {
+    let bytes = std::fs::read(path).with_context(|| format!("sample sheet {}", path.display()))?;
+    let text = side_files::decode(&bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .with_context(|| format!("sample sheet {}", path.display()))?
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    let Some(session_column) = header.iter().position(|h| h == "session") else {
+        bail!(
+            "sample sheet {}: no `session` column (it names each session folder; other \
+             columns: {})",
+            path.display(),
+            SHEET_COLUMNS.join(", ")
+        );
+    };
+    let mut found: Option<(u64, SheetRow)> = None;
+    for record in reader.records() {
+        let record = record.with_context(|| format!("sample sheet {}", path.display()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        if record[session_column].trim() != session {
+            continue;
+        }
+        if let Some((first, _)) = &found {
+            bail!(
+                "sample sheet {}:{line}: session {session} is listed again (first on line {first})",
+                path.display()
+            );
+        }
+        let mut row = SheetRow {
+            numbers: BTreeMap::new(),
+            texts: BTreeMap::new(),
+        };
+        for (column, value) in header.iter().zip(record.iter()) {
+            let value = value.trim();
+            if value.is_empty() || !SHEET_COLUMNS.contains(&column.as_str()) {
+                continue;
+            }
+            let bad = |why: &str| {
+                anyhow::anyhow!(
+                    "sample sheet {}:{line}: column `{column}`: {value:?} {why}",
+                    path.display()
+                )
+            };
+            match column.as_str() {
+                "latitude" | "longitude" | "depth_m" => {
+                    let n: f64 = value
+                        .parse()
+                        .ok()
+                        .filter(|n: &f64| n.is_finite())
+                        .ok_or_else(|| bad("is not a number"))?;
+                    let ok = match column.as_str() {
+                        "latitude" => (-90.0..=90.0).contains(&n),
+                        "longitude" => (-180.0..=180.0).contains(&n),
+                        _ => n >= 0.0,
+                    };
+                    if !ok {
+                        return Err(bad(match column.as_str() {
+                            "latitude" => "is outside -90..90",
+                            "longitude" => "is outside -180..180",
+                            _ => "is negative",
+                        }));
+                    }
+                    row.numbers.insert(column.clone(), n);
+                }
+                "sample_date" => {
+                    chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+                        .map_err(|_| bad("is not a date (YYYY-MM-DD)"))?;
+                    row.texts.insert(column.clone(), value.to_string());
+                }
+                _ => {
+                    row.texts.insert(column.clone(), value.to_string());
+                }
+            }
+        }
+        found = Some((line, row));
+    }
+    Ok(found.map(|(_, row)| row))
+}
+
+/// ExtractMetadata in the registry: alone, it reads the side files beside its `lst` input
+/// and the particles of its `metadata` input.
+pub(super) const ENTRY: TaskEntry = TaskEntry {
+    name: "ExtractMetadata",
+    source: include_str!("../../tasks/ExtractMetadata.json"),
+    session_input: "lst",
+    check: |_| Vec::new(),
+    build: |bridge| {
+        let session = bridge.session()?;
+        bridge.stage_tables(false)?;
+        let options = ExtractOptions {
+            sample_sheet: bridge.text("sample-sheet").map(PathBuf::from),
+            depth_from_name: bridge.flag("depth-from-name"),
+        };
+        Ok(Arc::new(ExtractMetadata::new(
+            session,
+            bridge.provided(),
+            options,
+        )))
+    },
+    owned: |session| vec![session.session_json()],
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replicate_number_is_not_part_of_the_sample() {
+        assert_eq!(
+            sample_id_from_name("Tank_54.0_-2.0_04052023_1", false),
+            "Tank_54.0_-2.0_04052023"
+        );
+        assert_eq!(
+            sample_id_from_name("Tank_54.0_-2.0_04052023_1", true),
+            "Tank_54.0_-2.0_04052023_1"
+        );
+        assert_eq!(
+            sample_id_from_name("19_10_Tank25_blanksremoved", true),
+            "19_10_Tank25_blanksremoved"
+        );
+        assert_eq!(hms_seconds("00:01:30"), Some(90));
+        assert_eq!(hms_seconds("00:61:30"), None);
+    }
+}

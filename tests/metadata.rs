@@ -1,0 +1,324 @@
+//! ExtractMetadata: `session.json` from the side files, on the real session and on
+//! synthetic damaged ones.
+
+mod common;
+
+use common::{FIXTURE, copy_fixture, shared_session};
+use flowcam_pipeline::TOOL_VERSION;
+use flowcam_pipeline::engine::{Runner, TaskRef, TaskState};
+use flowcam_pipeline::tasks::{
+    ExtractOptions, FlowCamPipeline, Manifest, PipelineOptions, Session,
+};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Runs the pipeline (no upload) and returns the session and its `session.json`.
+fn extract(input: &Path, out: &Path, extract: ExtractOptions) -> (Arc<Session>, Value) {
+    let session = Arc::new(Session::new(input, out, None).unwrap());
+    let options = PipelineOptions {
+        extract,
+        ..PipelineOptions::default()
+    };
+    let root: TaskRef = Arc::new(FlowCamPipeline::new(session.clone(), options, None));
+    let report = Runner::new(TOOL_VERSION, 2).run(&root).unwrap();
+    for task in &report.tasks {
+        assert!(
+            matches!(task.state, TaskState::Ran | TaskState::AlreadyComplete),
+            "{}: {:?} {:?}",
+            task.id,
+            task.state,
+            task.errors
+        );
+    }
+    let json = std::fs::read(session.session_json()).unwrap();
+    (session, serde_json::from_slice(&json).unwrap())
+}
+
+#[test]
+fn the_real_sessions_record_matches_its_side_files() {
+    let Some(real) = shared_session() else {
+        eprintln!("../shared is not here; skipped");
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let (session, record) = extract(&real, out.path(), ExtractOptions::default());
+    assert_eq!(record["version"], 1);
+    // The classes of known particles reach the manifest; the stale blank list marks none.
+    let manifest = Manifest::read(&session.manifest()).unwrap();
+    let class_of = |id: &str| {
+        manifest
+            .rows
+            .iter()
+            .find(|r| r.particle_id == id)
+            .map(|r| r.class.clone())
+            .unwrap()
+    };
+    assert_eq!(class_of("6648"), "Cyclops");
+    assert_eq!(class_of("5835"), "Chydorid");
+    assert_eq!(class_of("49"), "");
+    assert_eq!(
+        manifest.rows.iter().filter(|r| !r.class.is_empty()).count(),
+        2
+    );
+    assert_eq!(manifest.rows.len(), 8976);
+    let instrument = &record["instrument"];
+    assert_eq!(instrument["software"], "VisualSpreadsheet");
+    assert_eq!(instrument["software_version"], "4.10.8");
+    assert_eq!(instrument["magnification"], 12.0);
+    assert_eq!(instrument["flow_cell"], "FC2000X2MM");
+    assert_eq!(instrument["camera"], "SenTech");
+    // "NA" is no serial number.
+    assert_eq!(instrument["serial_number"], Value::Null);
+    let run = &record["run"];
+    assert_eq!(run["start"], "2023-12-20T14:03:06");
+    assert_eq!(run["end"], "2023-12-20T14:04:37");
+    assert_eq!(run["duration_s"], 91);
+    assert_eq!(run["sampling_time_s"], 90);
+    assert_eq!(run["mode"], "AutoImage");
+    assert_eq!(run["stop_reason"], "User Terminated");
+    assert_eq!(run["particle_count"], 10381.0);
+    assert_eq!(run["particles_listed"], 8976);
+    // The .ctx says 0; the run summary has the volume.
+    assert_eq!(run["fluid_volume_imaged_ml"], 289.6065);
+    assert_eq!(run["fluid_volume_source"], "run_summary");
+    assert_eq!(
+        record["raw"]["ctx"]["Fluid"]["FluidVolumeImaged_ml"],
+        "0.0000"
+    );
+    // The pixel size, proven on every particle.
+    let calibration = &record["calibration"];
+    assert_eq!(calibration["um_per_pixel"], 9.25);
+    assert_eq!(calibration["proof"]["source"], "particle_measurements");
+    assert_eq!(calibration["proof"]["particles_checked"], 8976);
+    assert_eq!(calibration["proof"]["particles_agreeing"], 8976);
+    assert_eq!(record["notes"], "19_10_Tank25");
+    // The class lists as the file has them: 16 taxa, and a blank list of 1,675 ids that
+    // refers to another numbering, so it is not applied.
+    let lists = record["classes"].as_array().unwrap();
+    assert_eq!(lists.len(), 2);
+    let taxa = &lists[0];
+    assert_eq!(taxa["kind"], "taxa");
+    assert_eq!(taxa["applied"], true, "{}", taxa["reason"]);
+    let names: Vec<&str> = taxa["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 16);
+    assert_eq!(names[0], "Asplancha");
+    assert_eq!(names[15], "Ephippia");
+    let cyclops = taxa["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Cyclops")
+        .unwrap();
+    assert_eq!(cyclops["ids"], serde_json::json!([6648]));
+    let blank = &lists[1];
+    assert_eq!(blank["kind"], "blank");
+    assert_eq!(blank["applied"], false);
+    assert_eq!(blank["classes"][0]["name"], "blank images");
+    let ids = blank["classes"][0]["ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 1675);
+    assert_eq!(ids[..3], [49, 50, 52]);
+    assert_eq!(ids[1674], 10378);
+    assert!(
+        blank["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("211 of its 1675 ids are not particles of the .lst"),
+        "{}",
+        blank["reason"]
+    );
+    assert_eq!(record["warnings"], serde_json::json!([]));
+}
+
+#[test]
+fn damaged_side_files_are_warnings_that_name_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = copy_fixture(dir.path(), FIXTURE);
+    let ctx = input.join(format!("{FIXTURE}.ctx"));
+    // Latin-1, CRLF and lone CR, a key before any section, a duplicate, garbage numbers.
+    let mut bytes = b"Orphan=1\r\n[Software]\r\nSoftwareName=VisualSpreadsheet\r\n".to_vec();
+    bytes.extend_from_slice(b"CameraMagnification=twelve\r[General]\r\n");
+    bytes.extend_from_slice(b"LocationName=Plymouth Sound \xe9\r\n");
+    bytes.extend_from_slice(b"LocationLatitude=50.3\r\nLocationLatitude=50.4\r\n");
+    bytes.extend_from_slice(b"LocationLongitude=-4.1\r\nnot a line\r\n[Fluid\r\n");
+    bytes.extend_from_slice(
+        b"[Fluid]\r\nCalibrationConstant=1.0000\r\nFluidVolumeImaged_ml=12.5\r\n",
+    );
+    std::fs::write(&ctx, &bytes).unwrap();
+    std::fs::write(
+        input.join(format!("{FIXTURE}_run_summary.txt")),
+        "Run:\n\tFluid Volume Imaged: lots ml\n",
+    )
+    .unwrap();
+    // A class list cut short, with a non-numeric id.
+    std::fs::write(
+        input.join(format!("{FIXTURE}.cla")),
+        "v3\n1\nlist\n1\nDaphnia\nOR\n0\n5\n1\nx7\n2\n",
+    )
+    .unwrap();
+    // Notes that are a FIFO: never read (it would block), a warning, not a failure.
+    let notes = input.join(format!("{FIXTURE}_notes.txt"));
+    std::fs::remove_file(&notes).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&notes)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = tempfile::tempdir().unwrap();
+    let (_, record) = extract(&input, out.path(), ExtractOptions::default());
+    assert_eq!(record["notes"], Value::Null);
+    assert_eq!(record["sources"].get("notes"), None);
+    let warnings: Vec<&str> = record["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    let has = |text: &str| {
+        assert!(
+            warnings.iter().any(|w| w.contains(text)),
+            "no warning with {text:?} in {warnings:#?}"
+        )
+    };
+    let ctx_name = ctx.display().to_string();
+    has(&format!(
+        "{ctx_name}:1: key `Orphan`: comes before any [section]"
+    ));
+    has(&format!(
+        "{ctx_name}:4: key `CameraMagnification`: \"twelve\" is not a number"
+    ));
+    has(&format!(
+        "{ctx_name}:8: key `LocationLatitude`: given again in [General] (first on line 7"
+    ));
+    has(&format!(
+        "{ctx_name}:10: \"not a line\" is not a key=value line"
+    ));
+    has(&format!(
+        "{ctx_name}:11: \"[Fluid\" is not a [section] header"
+    ));
+    has("_run_summary.txt:2: key `Fluid Volume Imaged`: \"lots ml\" is not a number");
+    has(".cla:10: class \"Daphnia\": \"x7\" is not a particle id");
+    has("class \"Daphnia\" announces 5 particles but the file ends after 2");
+    has(&format!("{}:0: not read: ", notes.display()));
+    // What could be read is there: Latin-1 decoded, the last duplicate, the .ctx's volume
+    // when the summary has none, the 1.0 placeholder not taken for a pixel size.
+    assert_eq!(record["sample"]["location_name"], "Plymouth Sound é");
+    assert_eq!(record["sample"]["latitude"], 50.4);
+    assert_eq!(record["sample"]["longitude"], -4.1);
+    assert_eq!(record["sample"]["sources"]["latitude"], "ctx");
+    assert_eq!(record["run"]["fluid_volume_imaged_ml"], 12.5);
+    assert_eq!(record["run"]["fluid_volume_source"], "ctx");
+    assert_eq!(record["instrument"]["magnification"], Value::Null);
+    assert_eq!(record["calibration"]["um_per_pixel"], 9.25);
+    assert_eq!(record["calibration"]["ctx_calibration_constant"], 1.0);
+    assert_eq!(record["raw"]["ctx"][""]["Orphan"], "1");
+    let daphnia = &record["classes"][0]["classes"][0];
+    assert_eq!(daphnia["ids"], serde_json::json!([1, 2]));
+}
+
+#[test]
+fn without_side_files_the_record_has_only_what_the_particles_and_name_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "Tank_54.0143_-2.7770_04052023_3";
+    let input = copy_fixture(dir.path(), name);
+    for entry in std::fs::read_dir(&input).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(file.ends_with(".lst") || file.ends_with(".tif")) {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    let (session, record) = extract(&input, out.path(), ExtractOptions::default());
+    assert_eq!(record["sources"], serde_json::json!({}));
+    assert_eq!(record["instrument"]["software"], Value::Null);
+    assert_eq!(record["run"]["fluid_volume_imaged_ml"], Value::Null);
+    assert_eq!(record["classes"], serde_json::json!([]));
+    assert_eq!(record["calibration"]["um_per_pixel"], 9.25);
+    let sample = &record["sample"];
+    assert_eq!(sample["latitude"], 54.0143);
+    assert_eq!(sample["date"], "2023-05-04");
+    assert_eq!(sample["depth_m"], 3.0);
+    assert_eq!(sample["sources"]["depth_m"], "folder_name");
+    assert_eq!(sample["id"], name);
+    assert!(common::vignettes(&session).len() > 50);
+
+    // The trailing number read as a replicate: no depth, and the sample drops it.
+    let out = tempfile::tempdir().unwrap();
+    let options = ExtractOptions {
+        depth_from_name: false,
+        ..ExtractOptions::default()
+    };
+    let (_, record) = extract(&input, out.path(), options);
+    assert_eq!(record["sample"]["depth_m"], Value::Null);
+    assert_eq!(record["sample"]["id"], "Tank_54.0143_-2.7770_04052023");
+}
+
+#[test]
+fn a_sample_sheet_comes_first_and_its_bad_values_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "Tank_54.0143_-2.7770_04052023_3";
+    let input = copy_fixture(dir.path(), name);
+    let sheet = dir.path().join("sheet.csv");
+    std::fs::write(
+        &sheet,
+        format!(
+            "session,latitude,longitude,sample_date,depth_m,station,sample_id\n\
+             other,1,1,2020-01-01,1,A,x\n\
+             {name},50.25,-4.5,2023-05-03,0.5,L4,JAR-7\n"
+        ),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let options = ExtractOptions {
+        sample_sheet: Some(sheet.clone()),
+        ..ExtractOptions::default()
+    };
+    let (_, record) = extract(&input, out.path(), options.clone());
+    let sample = &record["sample"];
+    assert_eq!(sample["latitude"], 50.25);
+    assert_eq!(sample["longitude"], -4.5);
+    assert_eq!(sample["date"], "2023-05-03");
+    assert_eq!(sample["depth_m"], 0.5);
+    assert_eq!(sample["station"], "L4");
+    assert_eq!(sample["id"], "JAR-7");
+    for field in ["latitude", "longitude", "date", "depth_m", "station", "id"] {
+        assert_eq!(sample["sources"][field], "sample_sheet", "{field}");
+    }
+
+    // A bad value in this session's row fails the task, naming file, line and column;
+    // the record already written is kept.
+    std::fs::write(
+        &sheet,
+        format!("session,latitude\nother,nonsense\n{name},95\n"),
+    )
+    .unwrap();
+    let session = Arc::new(Session::new(&input, out.path(), None).unwrap());
+    let before = std::fs::read(session.session_json()).unwrap();
+    let pipeline = PipelineOptions {
+        extract: options,
+        ..PipelineOptions::default()
+    };
+    let root: TaskRef = Arc::new(FlowCamPipeline::new(session.clone(), pipeline, None));
+    let report = Runner::new(TOOL_VERSION, 1).run(&root).unwrap();
+    let task = report
+        .tasks
+        .iter()
+        .find(|t| t.name == "ExtractMetadata")
+        .unwrap();
+    assert_eq!(task.state, TaskState::Failed);
+    let error = task.errors.join("\n");
+    assert!(
+        error.contains(&format!(
+            "sample sheet {}:3: column `latitude`: \"95\" is outside -90..90",
+            sheet.display()
+        )),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(session.session_json()).unwrap(), before);
+}
