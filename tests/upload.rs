@@ -242,6 +242,14 @@ fn the_fixture_lands_with_keys_sizes_and_metadata_and_a_rerun_sends_nothing() {
     assert_eq!(metadata["particle-id"], row["particle_id"]);
     assert!(!row["captured_at"].is_empty());
     assert_eq!(metadata["captured-at"], row["captured_at"]);
+    // From session.json: the pixel size proven on the particles, and the sample.
+    assert_eq!(metadata["um-per-pixel"], "9.25");
+    assert_eq!(metadata["sample-id"], POSITIONED);
+    // The bundled subset holds none of the 2 classified particles: no class header.
+    assert_eq!(row["class"], "");
+    assert!(!metadata.contains_key("class"), "{metadata:?}");
+    let (content_type, _) = garage.head(garage.bucket(), &format!("{key_prefix}session.json"));
+    assert_eq!(content_type, "application/json");
     let (content_type, _) = garage.head(garage.bucket(), &format!("{key_prefix}manifest.csv"));
     assert_eq!(content_type, "text/csv");
 

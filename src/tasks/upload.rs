@@ -253,6 +253,7 @@ impl<'a> Deliveries<'a> {
             };
             add("particle-id", &row.particle_id);
             add("captured-at", &row.captured_at);
+            add("class", &row.class);
             vignettes.push(Candidate {
                 path: session.vignettes_dir().join(file),
                 key: format!("{key_prefix}{file}"),
@@ -515,20 +516,46 @@ fn confirmed_ledger(
     Ok((Ledger::rewrite(path, title, &keep)?, known))
 }
 
-/// The session's position and date as object metadata, when its folder name gives them.
+/// The session's position, date and pixel size as object metadata: from `session.json`
+/// when ExtractMetadata wrote one (sample sheet, folder name or `.ctx`, by precedence),
+/// else from the folder name.
 fn session_metadata(session: &Session) -> Vec<(String, String)> {
     let mut metadata = Vec::new();
     if is_header_safe(&session.experiment) {
         metadata.push(("experiment".to_string(), session.experiment.clone()));
     }
-    if let Some(p) = &session.name.position {
-        metadata.push(("latitude".to_string(), format!("{:.4}", p.latitude)));
-        metadata.push(("longitude".to_string(), format!("{:.4}", p.longitude)));
-        metadata.push(("sample-date".to_string(), p.date.to_string()));
-        if let Some(depth) = p.depth_m {
-            metadata.push(("depth-m".to_string(), depth.to_string()));
+    let record: Option<serde_json::Value> = std::fs::read(session.session_json())
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let Some(record) = record else {
+        if let Some(p) = &session.name.position {
+            metadata.push(("latitude".to_string(), format!("{:.4}", p.latitude)));
+            metadata.push(("longitude".to_string(), format!("{:.4}", p.longitude)));
+            metadata.push(("sample-date".to_string(), p.date.to_string()));
+            if let Some(depth) = p.depth_m {
+                metadata.push(("depth-m".to_string(), depth.to_string()));
+            }
         }
+        return metadata;
+    };
+    let sample = &record["sample"];
+    let number = |v: &serde_json::Value| v.as_f64().filter(|n| n.is_finite());
+    if let (Some(lat), Some(lon)) = (number(&sample["latitude"]), number(&sample["longitude"])) {
+        metadata.push(("latitude".to_string(), format!("{lat:.4}")));
+        metadata.push(("longitude".to_string(), format!("{lon:.4}")));
     }
+    let mut text = |name: &str, value: Option<String>| {
+        if let Some(value) = value.filter(|v| is_header_safe(v)) {
+            metadata.push((name.to_string(), value));
+        }
+    };
+    text("sample-date", sample["date"].as_str().map(str::to_string));
+    text("depth-m", number(&sample["depth_m"]).map(|d| d.to_string()));
+    text("sample-id", sample["id"].as_str().map(str::to_string));
+    text(
+        "um-per-pixel",
+        number(&record["calibration"]["um_per_pixel"]).map(|d| d.to_string()),
+    );
     metadata
 }
 
