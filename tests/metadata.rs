@@ -219,6 +219,23 @@ fn damaged_side_files_are_warnings_that_name_file_line_and_key() {
     assert_eq!(record["raw"]["ctx"][""]["Orphan"], "1");
     let daphnia = &record["classes"][0]["classes"][0];
     assert_eq!(daphnia["ids"], serde_json::json!([1, 2]));
+
+    // A .ctx of 100,000 bad lines: the warnings are counted, not all listed.
+    std::fs::write(
+        &ctx,
+        "[General]\n".to_string() + &"garbage\n".repeat(100_000),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (_, record) = extract(&input, out.path(), ExtractOptions::default());
+    let warnings = record["warnings"].as_array().unwrap();
+    assert!(warnings.len() <= 210, "{}", warnings.len());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("and 998")),
+        "{warnings:?}"
+    );
 }
 
 #[test]

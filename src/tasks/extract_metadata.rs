@@ -22,6 +22,10 @@ use std::sync::Arc;
 /// raises it.
 pub const SESSION_JSON_VERSION: u32 = 1;
 
+/// The side-file warnings `session.json` lists before counting the rest: a hostile file
+/// of millions of bad lines must not make a document of millions of warnings.
+pub const MAX_WARNINGS: usize = 200;
+
 #[derive(Debug, Clone)]
 pub struct ExtractOptions {
     /// A CSV of per-session sample facts (`session` column plus `latitude`, `longitude`,
@@ -440,7 +444,17 @@ impl SessionRecord {
         if sources.contains_key("run_summary") {
             raw.insert("run_summary", summary.raw());
         }
-        let mut all_warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+        let mut all_warnings: Vec<String> = warnings
+            .iter()
+            .take(MAX_WARNINGS)
+            .map(|w| w.to_string())
+            .collect();
+        if warnings.len() > MAX_WARNINGS {
+            all_warnings.push(format!(
+                "and {} more warnings like these",
+                warnings.len() - MAX_WARNINGS
+            ));
+        }
         all_warnings.extend(notes_of_disagreement);
         Ok(SessionRecord {
             format: "flowcam-pipeline session",
