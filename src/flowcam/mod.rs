@@ -1,5 +1,6 @@
 //! The FlowCam domain: what the instrument writes and what we make of it.
 
+pub mod blank;
 pub mod calibration;
 pub mod collage;
 pub mod input;
