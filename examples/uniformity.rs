@@ -177,17 +177,7 @@ fn measure_session(folder: &Path) -> Result<Vec<Measured>> {
 fn trimmed_range(hist: &[u64; 256], fraction: f64) -> u8 {
     let n: u64 = hist.iter().sum();
     let skip = (n as f64 * fraction) as u64;
-    let at = |rank: u64| {
-        let mut seen = 0;
-        for (v, &k) in hist.iter().enumerate() {
-            seen += k;
-            if seen > rank {
-                return v as u8;
-            }
-        }
-        255
-    };
-    at(n - 1 - skip) - at(skip)
+    blank::quantile(hist, n - 1 - skip) - blank::quantile(hist, skip)
 }
 
 /// The ids of the class list "blank images" of the session's `.cla`: one value per line;

@@ -151,7 +151,7 @@ impl Uniformity {
 }
 
 /// The luma of the pixel of rank `rank` (0 = darkest) in the histogram.
-fn quantile(hist: &[u64; 256], rank: u64) -> u8 {
+pub fn quantile(hist: &[u64; 256], rank: u64) -> u8 {
     let mut seen = 0;
     for (v, &k) in hist.iter().enumerate() {
         seen += k;

@@ -27,6 +27,17 @@ pub struct Warning {
     pub message: String,
 }
 
+impl Warning {
+    pub fn new(file: &Path, line: usize, key: Option<&str>, message: impl Into<String>) -> Warning {
+        Warning {
+            file: file.to_path_buf(),
+            line,
+            key: key.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}: ", self.file.display(), self.line)?;
@@ -115,14 +126,16 @@ impl KeyValues {
                 line,
             },
         )?;
-        (previous.value != value).then(|| Warning {
-            file,
-            line,
-            key: Some(key.to_string()),
-            message: format!(
-                "given again in [{section}] (first on line {}, {:?}); the last value, {value:?}, is kept",
-                previous.line, previous.value
-            ),
+        (previous.value != value).then(|| {
+            Warning::new(
+                &file,
+                line,
+                Some(key),
+                format!(
+                    "given again in [{section}] (first on line {}, {:?}); the last value, {value:?}, is kept",
+                    previous.line, previous.value
+                ),
+            )
         })
     }
 
@@ -147,12 +160,12 @@ impl KeyValues {
         match leading_number(value) {
             Some(n) => Some(n),
             None => {
-                warnings.push(Warning {
-                    file: self.file.clone(),
-                    line: self.entry(section, key).map_or(0, |e| e.line),
-                    key: Some(key.to_string()),
-                    message: format!("{value:?} is not a number; left out"),
-                });
+                warnings.push(Warning::new(
+                    &self.file,
+                    self.entry(section, key).map_or(0, |e| e.line),
+                    Some(key),
+                    format!("{value:?} is not a number; left out"),
+                ));
                 None
             }
         }
@@ -203,33 +216,33 @@ pub fn parse_ini(file: &Path, text: &str) -> (KeyValues, Vec<Warning>) {
         if let Some(name) = trimmed.strip_prefix('[') {
             match name.strip_suffix(']') {
                 Some(name) => section = name.trim().to_string(),
-                None => warnings.push(Warning {
-                    file: file.to_path_buf(),
-                    line: n,
-                    key: None,
-                    message: format!("{trimmed:?} is not a [section] header; ignored"),
-                }),
+                None => warnings.push(Warning::new(
+                    file,
+                    n,
+                    None,
+                    format!("{trimmed:?} is not a [section] header; ignored"),
+                )),
             }
             continue;
         }
         match trimmed.split_once('=') {
             Some((key, value)) if !key.trim().is_empty() => {
                 if section == NO_SECTION {
-                    warnings.push(Warning {
-                        file: file.to_path_buf(),
-                        line: n,
-                        key: Some(key.trim().to_string()),
-                        message: "comes before any [section]; kept under \"\"".into(),
-                    });
+                    warnings.push(Warning::new(
+                        file,
+                        n,
+                        Some(key.trim()),
+                        "comes before any [section]; kept under \"\"",
+                    ));
                 }
                 warnings.extend(ini.insert(&section, key.trim(), value.trim(), n));
             }
-            _ => warnings.push(Warning {
-                file: file.to_path_buf(),
-                line: n,
-                key: None,
-                message: format!("{trimmed:?} is not a key=value line; ignored"),
-            }),
+            _ => warnings.push(Warning::new(
+                file,
+                n,
+                None,
+                format!("{trimmed:?} is not a key=value line; ignored"),
+            )),
         }
     }
     (ini, warnings)
@@ -255,12 +268,12 @@ pub fn parse_run_summary(file: &Path, text: &str) -> (KeyValues, Vec<Warning>) {
             Some((label, value)) if !label.trim().is_empty() => {
                 warnings.extend(summary.insert(&section, label.trim(), value.trim(), n));
             }
-            _ => warnings.push(Warning {
-                file: file.to_path_buf(),
-                line: n,
-                key: None,
-                message: format!("{:?} is not a `Label: value` line; ignored", line.trim()),
-            }),
+            _ => warnings.push(Warning::new(
+                file,
+                n,
+                None,
+                format!("{:?} is not a `Label: value` line; ignored", line.trim()),
+            )),
         }
     }
     (summary, warnings)
@@ -411,11 +424,7 @@ impl ClaReader<'_> {
     }
 
     fn warn_at(&mut self, line: usize, message: String) {
-        self.warnings.push(Warning {
-            file: self.file.to_path_buf(),
-            line,
-            key: None,
-            message,
-        });
+        self.warnings
+            .push(Warning::new(self.file, line, None, message));
     }
 }

@@ -290,12 +290,7 @@ impl SessionRecord {
             let text = match side_files::read_text(&path) {
                 Ok(text) => text,
                 Err(e) => {
-                    unread.push(Warning {
-                        file: path.clone(),
-                        line: 0,
-                        key: None,
-                        message: format!("not read: {e:#}"),
-                    });
+                    unread.push(Warning::new(&path, 0, None, format!("not read: {e:#}")));
                     None
                 }
             };
@@ -660,7 +655,7 @@ fn sample_facts(
         }
         None => {
             sources.insert("id", FactSource::FolderName);
-            sample_id_from_name(&session.name.name, options.depth_from_name)
+            sample_id_from_name(&session.name, options.depth_from_name)
         }
     };
     sample.sources = sources;
@@ -669,11 +664,9 @@ fn sample_facts(
 
 /// The sample a folder name names: without a trailing replicate or session number
 /// (`..._04052023_1` -> `..._04052023`) unless that number is a depth.
-pub fn sample_id_from_name(name: &str, depth_from_name: bool) -> String {
-    if depth_from_name
-        && crate::flowcam::SessionName::parse(name)
-            .is_ok_and(|n| n.position.is_some_and(|p| p.depth_m.is_some()))
-    {
+pub fn sample_id_from_name(parsed: &crate::flowcam::SessionName, depth_from_name: bool) -> String {
+    let name = parsed.name.as_str();
+    if depth_from_name && parsed.position.is_some_and(|p| p.depth_m.is_some()) {
         return name.to_string();
     }
     match name.rsplit_once('_') {
@@ -815,6 +808,12 @@ mod tests {
 
     #[test]
     fn a_replicate_number_is_not_part_of_the_sample() {
+        let sample_id_from_name = |name: &str, depth_from_name| {
+            super::sample_id_from_name(
+                &crate::flowcam::SessionName::parse(name).unwrap(),
+                depth_from_name,
+            )
+        };
         assert_eq!(
             sample_id_from_name("Tank_54.0_-2.0_04052023_1", false),
             "Tank_54.0_-2.0_04052023"
