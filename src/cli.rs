@@ -11,7 +11,8 @@ use crate::pass::{Outcome, PassOptions, SessionOutcome};
 use crate::progress::{Progress, ProgressMode};
 use crate::status::{SessionStatus, StatusQuery, TaskProgress};
 use crate::tasks::{
-    DecollageOptions, Delivery, ExtractOptions, PipelineOptions, Session, UploadOptions,
+    BlankPolicy, DecollageOptions, Delivery, ExtractOptions, PipelineOptions, Session,
+    UploadOptions,
 };
 use crate::upload::{DestinationConfig, DestinationOptions, S3Settings};
 use clap::parser::ValueSource;
@@ -138,6 +139,11 @@ pub struct TaskArgs {
     /// Leave the particle's measurements out of the vignettes' ImageDescription.
     #[arg(long)]
     pub no_embed_measurements: bool,
+    /// Blank vignettes (uniform pixels, or in a blank class list that fits the session):
+    /// keep them unmarked, flag them (written and uploaded, marked blank) or skip them
+    /// (neither written nor uploaded; still listed and counted).
+    #[arg(long, value_name = "POLICY", default_value = "flag", value_parser = blank_policy())]
+    pub blanks: BlankPolicy,
     /// A CSV of sample facts by session folder name (session, latitude, longitude,
     /// sample_date, depth_m, station, sample_id); it takes precedence over the folder
     /// name and the .ctx.
@@ -585,6 +591,11 @@ fn merge_tasks(args: &mut TaskArgs, m: &ArgMatches, config: &Config) {
     if !from_user(m, "sample_sheet") && config.sample_sheet.is_some() {
         args.sample_sheet = config.sample_sheet.clone();
     }
+    if !from_user(m, "blanks")
+        && let Some(v) = config.blanks.as_deref().and_then(|v| v.parse().ok())
+    {
+        args.blanks = v;
+    }
     if !from_user(m, "no_depth_from_name")
         && let Some(v) = config.depth_from_name
     {
@@ -640,6 +651,7 @@ fn options(args: &TaskArgs) -> PipelineOptions {
     PipelineOptions {
         decollage: DecollageOptions {
             embed_measurements: !args.no_embed_measurements,
+            blanks: args.blanks,
         },
         extract: ExtractOptions {
             sample_sheet: args.sample_sheet.clone(),
@@ -994,9 +1006,10 @@ fn print_session_status(status: &SessionStatus) {
     println!("state     {state}");
     let count = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
     println!(
-        "counts    {} particles, {} vignettes, {} uploaded",
+        "counts    {} particles, {} vignettes, {} blanks, {} uploaded",
         count(status.particles),
         count(status.vignettes),
+        count(status.blanks),
         count(status.uploaded)
     );
     if !status.damaged.is_empty() {
@@ -1245,4 +1258,11 @@ fn decode_only(directory: &Path, workers: usize) -> u8 {
         elapsed.as_secs_f64()
     );
     exit::OK
+}
+
+/// `--blanks`: one of the policies' names, listed in `--help`.
+fn blank_policy() -> impl clap::builder::TypedValueParser<Value = BlankPolicy> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(BlankPolicy::NAMES)
+        .map(|name| name.parse::<BlankPolicy>().expect("a listed name"))
 }

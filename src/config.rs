@@ -41,6 +41,7 @@ pub const KEYS: &[&str] = &[
     "recursive",
     "settle-seconds",
     "embed-measurements",
+    "blanks",
     "sample-sheet",
     "depth-from-name",
     "ecotaxa",
@@ -61,6 +62,9 @@ pub const KEYS: &[&str] = &[
 
 /// The values `progress` accepts.
 pub const PROGRESS_VALUES: &[&str] = &["auto", "bars", "plain", "off"];
+
+/// The values `blanks` accepts.
+pub const BLANKS_VALUES: &[&str] = &crate::tasks::BlankPolicy::NAMES;
 
 /// The values `log-format` accepts.
 pub const LOG_FORMAT_VALUES: &[&str] = &["text", "json"];
@@ -88,6 +92,8 @@ pub struct Config {
     pub settle_seconds: Option<u64>,
     /// `false` = `--no-embed-measurements`.
     pub embed_measurements: Option<bool>,
+    /// `--blanks`: one of [`BLANKS_VALUES`].
+    pub blanks: Option<String>,
     /// `--sample-sheet`.
     pub sample_sheet: Option<PathBuf>,
     /// `false` = `--no-depth-from-name`.
@@ -377,6 +383,7 @@ impl Config {
             MAX_UPLOAD_CONCURRENCY,
         )?;
         one_of("progress", self.progress.as_deref(), PROGRESS_VALUES)?;
+        one_of("blanks", self.blanks.as_deref(), BLANKS_VALUES)?;
         one_of("log-format", self.log_format.as_deref(), LOG_FORMAT_VALUES)?;
         not_empty(
             "output-directory",
@@ -522,6 +529,7 @@ mod tests {
             recursive = true
             settle-seconds = 30
             embed-measurements = false
+            blanks = "skip"
             sample-sheet = "/data/samples.csv"
             depth-from-name = false
             ecotaxa = true
@@ -550,6 +558,7 @@ mod tests {
                 recursive: Some(true),
                 settle_seconds: Some(30),
                 embed_measurements: Some(false),
+                blanks: Some("skip".into()),
                 sample_sheet: Some(PathBuf::from("/data/samples.csv")),
                 depth_from_name: Some(false),
                 ecotaxa: Some(true),
@@ -932,6 +941,7 @@ mod tests {
             recursive,
             settle_seconds,
             embed_measurements,
+            blanks,
             sample_sheet,
             depth_from_name,
             ecotaxa,
@@ -956,6 +966,7 @@ mod tests {
         assert!(recursive.is_some());
         assert!(settle_seconds.is_some());
         assert!(embed_measurements.is_some());
+        assert!(blanks.is_some());
         assert!(sample_sheet.is_some());
         assert!(depth_from_name.is_some());
         assert!(ecotaxa.is_some());

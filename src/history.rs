@@ -165,6 +165,7 @@ mod tests {
                 } else {
                     Vec::new()
                 },
+                notes: Vec::new(),
                 duration_ms: 1000,
             }],
         }

@@ -402,6 +402,7 @@ mod tests {
                 ..ItemCounts::default()
             },
             errors: Vec::new(),
+            notes: Vec::new(),
             duration_ms: 5600,
         }
     }

@@ -194,6 +194,7 @@ fn no_position_in_the_name_means_no_gps_and_measurements_can_be_left_out() {
     let session = session(&input, &dir.path().join("out"));
     let options = DecollageOptions {
         embed_measurements: false,
+        ..DecollageOptions::default()
     };
     assert!(run(&session, options).succeeded());
     let exif = exif_of(&vignettes(&session)[0]);

@@ -7,7 +7,7 @@ use common::stage::{TaskRun, run_task_alone};
 use common::*;
 use flowcam_pipeline::engine::{TaskRef, TaskState};
 use flowcam_pipeline::synthetic::SyntheticSession;
-use flowcam_pipeline::tasks::ecotaxa::ExportEcoTaxa;
+use flowcam_pipeline::tasks::ecotaxa::{ExportEcoTaxa, FIXED_COLUMNS};
 use flowcam_pipeline::tasks::{DecollageImages, DecollageOptions, ReadMetadata, Session};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
@@ -29,13 +29,17 @@ fn run_export(export: &Arc<ExportEcoTaxa>) -> TaskRun {
     run
 }
 
-/// The TSV's rows, header and type rows included.
+/// The TSV's rows, header and type rows included (after the byte-order mark it must start
+/// with).
 fn tsv_rows(path: &Path) -> Vec<Vec<String>> {
+    let bytes = std::fs::read(path).unwrap();
+    let text = bytes
+        .strip_prefix("\u{feff}".as_bytes())
+        .unwrap_or_else(|| panic!("{} has no UTF-8 byte-order mark", path.display()));
     csv::ReaderBuilder::new()
         .delimiter(b'\t')
         .has_headers(false)
-        .from_path(path)
-        .unwrap()
+        .from_reader(text)
         .records()
         .map(|r| r.unwrap().iter().map(str::to_string).collect())
         .collect()
@@ -75,7 +79,12 @@ fn exif_of(path: &Path) -> exif::Exif {
 }
 
 /// Every tag the TIFF vignettes carry besides the image structure, as text.
-const EXIF_TAGS: [exif::Tag; 20] = [
+const EXIF_TAGS: [exif::Tag; 25] = [
+    exif::Tag::Model,
+    exif::Tag::XResolution,
+    exif::Tag::YResolution,
+    exif::Tag::ResolutionUnit,
+    exif::Tag::BodySerialNumber,
     exif::Tag::ImageDescription,
     exif::Tag::Software,
     exif::Tag::DateTime,
@@ -215,28 +224,38 @@ fn the_tsv_has_ecotaxas_header_type_row_and_values() {
     assert_eq!((task.state, task.items.ran), (TaskState::Ran, 1));
 
     let rows = tsv_rows(&export.tsv());
-    let mut header = vec![
-        "img_file_name",
-        "object_id",
-        "object_lat",
-        "object_lon",
-        "object_date",
-        "object_time",
-        "object_depth_min",
-        "object_depth_max",
-        "sample_id",
-        "acq_id",
-        "acq_instrument",
-    ];
+    let mut header: Vec<&str> = FIXED_COLUMNS.iter().map(|(name, _)| *name).collect();
+    // EcoTaxa's own names come first; the rest are prefixed by their table.
+    assert_eq!(
+        header[..8],
+        [
+            "img_file_name",
+            "object_id",
+            "object_lat",
+            "object_lon",
+            "object_date",
+            "object_time",
+            "object_depth_min",
+            "object_depth_max",
+        ]
+    );
+    assert!(header[1..].iter().all(|h| {
+        ["object_", "sample_", "acq_", "process_"]
+            .iter()
+            .any(|p| h.starts_with(p))
+    }));
+    assert!(header.iter().filter(|h| h.starts_with("acq_")).count() <= 30);
     let measured: Vec<String> = FIXTURE_MEASUREMENTS
         .iter()
         .map(|m| format!("object_{m}"))
         .collect();
     header.extend(measured.iter().map(String::as_str));
     assert_eq!(rows[0], header);
-    let mut types = vec![
-        "[t]", "[t]", "[f]", "[f]", "[t]", "[t]", "[f]", "[f]", "[t]", "[t]", "[t]",
-    ];
+    let mut types: Vec<&str> = FIXED_COLUMNS.iter().map(|(_, ty)| *ty).collect();
+    assert_eq!(
+        types[..8],
+        ["[t]", "[t]", "[f]", "[f]", "[t]", "[t]", "[f]", "[f]"]
+    );
     types.extend([("[f]"); 49]);
     assert_eq!(rows[1], types);
     assert_eq!(rows.len(), 2 + 102);
@@ -260,17 +279,28 @@ fn the_tsv_has_ecotaxas_header_type_row_and_values() {
         assert_eq!(row["object_lon"].parse::<f64>().unwrap(), -2.777);
         assert_eq!(row["object_depth_min"], "1");
         assert_eq!(row["object_depth_max"], "1");
+        // Without ExtractMetadata, the sample is still the folder name less its trailing
+        // number (here a depth, so it stays).
         assert_eq!(row["sample_id"], POSITIONED);
         assert_eq!(row["acq_id"], POSITIONED);
         assert_eq!(row["acq_instrument"], "FlowCam");
+        assert_eq!(row["process_software"], "flowcam-pipeline");
 
-        // The particle's own time, not the session name's date: 2023-12-20T14:04:37.675.
+        // object_date is the sampling date, from the folder name (EcoTaxa's event date);
+        // the particle's own time (2023-12-20T14:04:37.675 ...) has its own column.
         let raw = &metadata[id];
         let timestamp = &raw["timestamp"];
-        assert_eq!(row["object_date"], timestamp[..10].replace('-', ""));
-        assert_eq!(row["object_time"], timestamp[11..19].replace(':', ""));
-        assert_eq!(row["object_date"].len(), 8);
-        assert_eq!(row["object_time"].len(), 6);
+        assert_eq!(row["object_date"], "20230504");
+        assert_eq!(row["sample_date"], "20230504");
+        assert_eq!(row["object_time"], "");
+        assert_eq!(row["object_imaged_at"], entry["captured_at"]);
+        assert_eq!(
+            row["object_imaged_at"][..19],
+            timestamp[..19].replace(' ', "T")
+        );
+        assert_eq!(row["object_collage"], entry["collage"]);
+        assert_eq!(row["object_image_id"], raw["image_id"]);
+        assert_eq!(row["object_blank"], "0");
 
         for m in FIXTURE_MEASUREMENTS {
             let cell = &row[&format!("object_{m}")];
@@ -285,7 +315,6 @@ fn the_tsv_has_ecotaxas_header_type_row_and_values() {
     let first = &tsv[0];
     let id = &manifest[0]["particle_id"];
     assert_eq!(first["object_id"], format!("{POSITIONED}_{id}"));
-    assert_eq!(first["object_date"], "20231220");
 }
 
 #[test]
@@ -450,6 +479,7 @@ fn without_a_position_lat_lon_and_depth_are_empty_and_gps_is_left_out() {
     let session = session(&input, &dir.path().join("out"));
     let options = DecollageOptions {
         embed_measurements: false,
+        ..DecollageOptions::default()
     };
     let export = export_task(&session, options);
     run_export(&export);
@@ -462,7 +492,9 @@ fn without_a_position_lat_lon_and_depth_are_empty_and_gps_is_left_out() {
     ] {
         assert_eq!(row[column], "", "{column}");
     }
-    assert_eq!(row["object_date"], "20231220");
+    // No sampling date either: the particle's imaging time is not one.
+    assert_eq!(row["object_date"], "");
+    assert!(row["object_imaged_at"].starts_with("2023-12-20T"));
     assert_eq!(row["sample_id"], FIXTURE);
 
     let entry = &manifest(&session)[0];

@@ -15,11 +15,15 @@ use std::sync::Arc;
 
 /// Runs the pipeline (no upload) and returns the session and its `session.json`.
 fn extract(input: &Path, out: &Path, extract: ExtractOptions) -> (Arc<Session>, Value) {
-    let session = Arc::new(Session::new(input, out, None).unwrap());
     let options = PipelineOptions {
         extract,
         ..PipelineOptions::default()
     };
+    run_pipeline(input, out, options)
+}
+
+fn run_pipeline(input: &Path, out: &Path, options: PipelineOptions) -> (Arc<Session>, Value) {
+    let session = Arc::new(Session::new(input, out, None).unwrap());
     let root: TaskRef = Arc::new(FlowCamPipeline::new(session.clone(), options, None));
     let report = Runner::new(TOOL_VERSION, 2).run(&root).unwrap();
     for task in &report.tasks {
@@ -42,8 +46,16 @@ fn the_real_sessions_record_matches_its_side_files() {
         return;
     };
     let out = tempfile::tempdir().unwrap();
-    let (session, record) = extract(&real, out.path(), ExtractOptions::default());
+    let options = PipelineOptions {
+        ecotaxa: true,
+        ..PipelineOptions::default()
+    };
+    let (session, record) = run_pipeline(&real, out.path(), options);
     assert_eq!(record["version"], 1);
+    // No real particle is blank: not by its pixels, and the stale list marks none.
+    assert_eq!(record["blanks"]["particles_measured"], 8976);
+    assert_eq!(record["blanks"]["count"], 0);
+    assert_the_facts_travel(&session);
     // The classes of known particles reach the manifest; the stale blank list marks none.
     let manifest = Manifest::read(&session.manifest()).unwrap();
     let class_of = |id: &str| {
@@ -338,4 +350,129 @@ fn a_sample_sheet_comes_first_and_its_bad_values_are_named() {
         "{error}"
     );
     assert_eq!(std::fs::read(session.session_json()).unwrap(), before);
+}
+
+fn exif_of(path: &Path) -> exif::Exif {
+    let file = std::fs::File::open(path).unwrap();
+    exif::Reader::new()
+        .read_from_container(&mut std::io::BufReader::new(file))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn exif_text(exif: &exif::Exif, tag: exif::Tag) -> Option<String> {
+    match &exif.get_field(tag, exif::In::PRIMARY)?.value {
+        exif::Value::Ascii(parts) => Some(String::from_utf8(parts[0].clone()).unwrap()),
+        other => panic!("{tag} is not ASCII: {other:?}"),
+    }
+}
+
+/// The real session's facts in a vignette's EXIF (TIFF and EcoTaxa PNG alike) and in the
+/// EcoTaxa table.
+fn assert_the_facts_travel(session: &Session) {
+    let experiment = &session.experiment;
+    let tiff = session
+        .vignettes_dir()
+        .join(format!("{experiment}_6648.tif"));
+    let png = session
+        .output
+        .join("ecotaxa/images")
+        .join(format!("{experiment}_6648.png"));
+    for path in [&tiff, &png] {
+        let exif = exif_of(path);
+        let what = path.display();
+        assert_eq!(
+            exif_text(&exif, exif::Tag::Make).as_deref(),
+            Some("Fluid Imaging Technologies"),
+            "{what}"
+        );
+        assert_eq!(
+            exif_text(&exif, exif::Tag::Model).as_deref(),
+            Some("FlowCam")
+        );
+        // 9.25 um per pixel = 1081.08 pixels per centimetre, exactly 10^8 / 92500.
+        for tag in [exif::Tag::XResolution, exif::Tag::YResolution] {
+            let field = exif.get_field(tag, exif::In::PRIMARY).unwrap();
+            let exif::Value::Rational(r) = &field.value else {
+                panic!("{what}: {tag} is {:?}", field.value);
+            };
+            assert_eq!((r[0].num, r[0].denom), (100_000_000, 92_500), "{what}");
+            assert!((10_000.0 / r[0].to_f64() - 9.25).abs() < 1e-9);
+        }
+        let unit = exif
+            .get_field(exif::Tag::ResolutionUnit, exif::In::PRIMARY)
+            .unwrap();
+        assert_eq!(unit.value.get_uint(0), Some(3), "{what}: centimetres");
+        let description = exif_text(&exif, exif::Tag::ImageDescription).unwrap();
+        let description: Value = serde_json::from_str(&description)
+            .unwrap_or_else(|e| panic!("{what}: {e}: {description}"));
+        assert_eq!(description["id"], 6648);
+        assert_eq!(description["class"], "Cyclops", "{what}");
+        assert_eq!(description.get("blank"), None);
+    }
+    // A particle without a class has none in its description.
+    let other = exif_of(&session.vignettes_dir().join(format!("{experiment}_49.tif")));
+    let description = exif_text(&other, exif::Tag::ImageDescription).unwrap();
+    assert!(!description.contains("class"), "{description}");
+
+    // The EcoTaxa table: a BOM, then EcoTaxa's header and type rows.
+    let tsv = std::fs::read(
+        session
+            .output
+            .join(format!("ecotaxa/ecotaxa_{experiment}.tsv")),
+    )
+    .unwrap();
+    assert!(tsv.starts_with("\u{feff}img_file_name\t".as_bytes()));
+    let text = String::from_utf8(tsv[3..].to_vec()).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let types: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    assert_eq!(header.len(), types.len());
+    let rows: Vec<std::collections::HashMap<&str, &str>> = lines
+        .map(|l| header.iter().copied().zip(l.split('\t')).collect())
+        .collect();
+    assert_eq!(rows.len(), 8976);
+    // At most 30 acq_ columns; every type is EcoTaxa's.
+    assert!(header.iter().filter(|h| h.starts_with("acq_")).count() <= 30);
+    assert!(types.iter().all(|t| *t == "[t]" || *t == "[f]"));
+    let row = rows
+        .iter()
+        .find(|r| r["object_id"] == format!("{experiment}_6648"))
+        .unwrap();
+    // The folder name has no position or date; the sample is the session (no replicate
+    // number to drop).
+    assert_eq!(row["object_date"], "");
+    assert_eq!(row["object_lat"], "");
+    assert_eq!(row["object_imaged_at"], "2023-12-20T14:04:12.986");
+    assert_eq!(
+        row["object_collage"],
+        format!("{experiment}_images_000007.tif")
+    );
+    assert_eq!(
+        row["object_image_id"],
+        "CDCD7FBF-AF9D-4FF7-AA6D-DD8B78E590A5"
+    );
+    assert_eq!(row["object_annotation_category"], "Cyclops");
+    assert_eq!(row["object_annotation_status"], "predicted");
+    assert_eq!(row["object_blank"], "0");
+    assert_eq!(row["sample_id"], experiment.as_str());
+    assert_eq!(row["sample_volume_imaged_ml"], "289.6065");
+    assert_eq!(row["acq_id"], experiment.as_str());
+    assert_eq!(row["acq_instrument"], "FlowCam");
+    assert_eq!(row["acq_magnification"], "12");
+    assert_eq!(row["acq_flow_cell"], "FC2000X2MM");
+    assert_eq!(row["acq_camera"], "SenTech");
+    assert_eq!(row["acq_run_start"], "2023-12-20T14:03:06");
+    assert_eq!(row["acq_volume_imaged_ml"], "289.6065");
+    assert_eq!(row["acq_um_per_pixel"], "9.25");
+    assert_eq!(row["acq_pixel"], "0.00925");
+    assert_eq!(row["process_software"], "flowcam-pipeline");
+    let unclassified = rows
+        .iter()
+        .find(|r| r["object_id"] == format!("{experiment}_49"))
+        .unwrap();
+    assert_eq!(unclassified["object_annotation_category"], "");
+    assert_eq!(unclassified["object_annotation_status"], "");
+    for row in &rows {
+        assert!(row.values().all(|v| v.chars().count() <= 250));
+    }
 }

@@ -35,6 +35,8 @@ fn bin(dir: &Path) -> Command {
     command
         .current_dir(dir)
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        // EcoTaxa's process_date: the same day for every run of a test.
+        .env("SOURCE_DATE_EPOCH", "1700000000")
         .env_remove("RUST_LOG");
     for (name, _) in std::env::vars() {
         if name.starts_with("FLOWCAM_")
@@ -824,20 +826,34 @@ fn operations_chained_through_their_results_make_what_the_pipeline_makes() {
     assert_eq!(metadata, [read.join("metadata.csv")]);
     assert_eq!(schema, [read.join("metadata.schema.json")]);
 
-    // 2. DecollageImages on its outputs and the session's pages.
-    let decollage = steps.join("decollage");
     let pages: Vec<String> = names_in(&input)
         .into_iter()
         .filter(|n| n.ends_with(".tif"))
         .map(|n| path_str(&input.join(n)).to_string())
         .collect();
     assert_eq!(pages.len(), 1);
+
+    // 2. ExtractMetadata on the .lst (its side files beside it), that table and the pages.
+    let extract = steps.join("extract");
+    let result = completed(&operation(
+        dir.path(),
+        "ExtractMetadata",
+        &json!({
+            "inputs": {"lst": [path_str(&lst)], "metadata": metadata, "collages": pages},
+            "outputs": path_str(&extract),
+        }),
+    ));
+    let record = files(&result, "session");
+    assert_eq!(record, [extract.join("session.json")]);
+
+    // 3. DecollageImages on those outputs and the session's pages.
+    let decollage = steps.join("decollage");
     let result = completed(&operation(
         dir.path(),
         "DecollageImages",
         &json!({
             "context": session,
-            "inputs": {"metadata": metadata, "schema": schema, "collages": pages},
+            "inputs": {"metadata": metadata, "schema": schema, "session": record, "collages": pages},
             "outputs": path_str(&decollage),
         }),
     ));
@@ -851,14 +867,14 @@ fn operations_chained_through_their_results_make_what_the_pipeline_makes() {
     );
     assert_eq!(manifest, [decollage.join("manifest.csv")]);
 
-    // 3. ExportEcoTaxa on that result (and the tables of the first).
+    // 4. ExportEcoTaxa on that result (and the tables of the first two).
     let export = steps.join("export");
     let result = completed(&operation(
         dir.path(),
         "ExportEcoTaxa",
         &json!({
             "context": session,
-            "inputs": {"manifest": manifest, "metadata": metadata, "schema": schema},
+            "inputs": {"manifest": manifest, "metadata": metadata, "schema": schema, "session": record},
             "outputs": path_str(&export),
         }),
     ));
@@ -899,6 +915,7 @@ fn operations_chained_through_their_results_make_what_the_pipeline_makes() {
     same_bytes(&piped.join("manifest.csv"), &manifest[0]);
     same_bytes(&piped.join("metadata.csv"), &metadata[0]);
     same_bytes(&piped.join("metadata.schema.json"), &schema[0]);
+    same_bytes(&piped.join("session.json"), &record[0]);
     // ...the EcoTaxa table and every PNG...
     same_bytes(
         &piped.join(format!("ecotaxa/ecotaxa_{POSITIONED}.tsv")),

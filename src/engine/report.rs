@@ -39,6 +39,9 @@ pub struct TaskReport {
     pub items: ItemCounts,
     /// One line per failure, each naming what failed.
     pub errors: Vec<String>,
+    /// What the task told about its work (`Plan::notes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub duration_ms: u64,
 }
 
@@ -112,6 +115,9 @@ impl RunReport {
                     let _ = write!(out, " in {:.2} s", t.duration_ms as f64 / 1000.0);
                 }
                 let _ = writeln!(out);
+                for note in &t.notes {
+                    let _ = writeln!(out, "        {note}");
+                }
                 if let Some(reason) = &t.reason {
                     let _ = writeln!(out, "        because {reason}");
                 }

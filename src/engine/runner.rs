@@ -165,6 +165,7 @@ impl Runner {
                 reason: None,
                 items: ItemCounts::default(),
                 errors: Vec::new(),
+                notes: Vec::new(),
                 duration_ms: 0,
             };
             let blocked_by = deps.iter().map(|&d| &reports[d]).find(|r| {
@@ -205,7 +206,7 @@ impl Runner {
                         // A panic in the task's own code (prepare, finish, ...) fails this
                         // task like an error instead of aborting the whole run.
                         let outcome = catch_unwind(AssertUnwindSafe(|| {
-                            self.execute(task.as_ref(), &mut report.items)
+                            self.execute(task.as_ref(), &mut report.items, &mut report.notes)
                         }))
                         .unwrap_or_else(|panic| {
                             Execution::Failed(vec![format!(
@@ -246,8 +247,13 @@ impl Runner {
 
     /// Runs one task: prepare, the items that are not done (in parallel), a check that
     /// every item's files are on disk, finish, a sweep of temporaries, stamp.
-    fn execute(&self, task: &dyn Task, counts: &mut ItemCounts) -> Execution {
-        match self.try_execute(task, counts) {
+    fn execute(
+        &self,
+        task: &dyn Task,
+        counts: &mut ItemCounts,
+        notes: &mut Vec<String>,
+    ) -> Execution {
+        match self.try_execute(task, counts, notes) {
             Ok(execution) => execution,
             Err(errors) => Execution::Failed(errors),
         }
@@ -257,6 +263,7 @@ impl Runner {
         &self,
         task: &dyn Task,
         counts: &mut ItemCounts,
+        notes: &mut Vec<String>,
     ) -> Result<Execution, Vec<String>> {
         let one = |e: anyhow::Error| vec![format!("{e:#}")];
         // Whatever happens next, the old stamp must not vouch for half-replaced outputs.
@@ -403,6 +410,7 @@ impl Runner {
         let mut staging = Staging::new();
         plan.finish(&mut staging).map_err(one)?;
         staging.commit().map_err(|e| vec![e.to_string()])?;
+        *notes = plan.notes();
 
         // A completed task leaves no temporary in any folder it writes (an interrupted
         // earlier run's, say); the session's lock keeps every other writer out.

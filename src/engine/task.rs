@@ -114,6 +114,12 @@ pub trait Plan: Send + Sync {
     fn finish(&self, _out: &mut Staging) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// What the task has to tell about its work, one line each, for the run's summary and
+    /// report (asked after `finish` succeeded).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// An item error that dooms the rest of the task (the destination is unreachable, the

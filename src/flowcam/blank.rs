@@ -48,7 +48,9 @@
 //! particles measure blank, and their spreads are distributed like everyone else's, so by
 //! the rule the list is stale and must not be applied.
 
-use crate::flowcam::PixelFormat;
+use crate::flowcam::{Collage, PixelFormat};
+use std::collections::BTreeSet;
+use std::path::Path;
 
 /// The share of pixels set aside at each end of the luma histogram before the spread is
 /// read (rounded down: a crop under 200 pixels keeps all of them).
@@ -199,4 +201,85 @@ pub fn list_agrees(blank_flags_of_listed_particles: impl Iterator<Item = bool>) 
         blank,
         agrees,
     }
+}
+
+/// One particle's rectangle on its collage page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub id: u64,
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+}
+
+/// What measuring every particle of a session found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sift {
+    /// Particles whose crop was measured.
+    pub measured: usize,
+    /// Particles that could not be (their page unreadable, their rectangle off the page).
+    pub unmeasured: usize,
+    /// The ids of the measured particles whose crop is blank.
+    pub blank: BTreeSet<u64>,
+    /// Why particles went unmeasured, one line per page.
+    pub problems: Vec<String>,
+}
+
+/// Measures every particle's crop, page by page (`pages`: collage file in `folder`, and
+/// its particles), pages in parallel within the page memory budget. A page that cannot be
+/// read leaves its particles unmeasured (not blank) and says why; it fails nothing, since
+/// cutting that page reports it again.
+pub fn sift(folder: &Path, pages: &[(String, Vec<Placement>)]) -> Sift {
+    use rayon::prelude::*;
+    let per_page: Vec<Sift> = pages
+        .par_iter()
+        .map(|(collage, particles)| sift_page(folder, collage, particles))
+        .collect();
+    let mut all = Sift::default();
+    for page in per_page {
+        all.measured += page.measured;
+        all.unmeasured += page.unmeasured;
+        all.blank.extend(page.blank);
+        all.problems.extend(page.problems);
+    }
+    all
+}
+
+fn sift_page(folder: &Path, collage_file: &str, particles: &[Placement]) -> Sift {
+    let mut sift = Sift::default();
+    let page = crate::flowcam::lst::check_plain_file_name(collage_file)
+        .map_err(anyhow::Error::msg)
+        .and_then(|()| Collage::open(&folder.join(collage_file), folder));
+    let page = match page {
+        Ok(page) => page,
+        Err(e) => {
+            sift.unmeasured = particles.len();
+            sift.problems.push(format!(
+                "{collage_file}: {} particles not measured: {e:#}",
+                particles.len()
+            ));
+            return sift;
+        }
+    };
+    let mut outside = 0;
+    for p in particles {
+        match page.crop(p.x, p.y, p.w, p.h) {
+            Some(pixels) => {
+                sift.measured += 1;
+                if is_blank(&pixels, p.w, p.h, page.format) {
+                    sift.blank.insert(p.id);
+                }
+            }
+            None => outside += 1,
+        }
+    }
+    if outside > 0 {
+        sift.unmeasured += outside;
+        sift.problems.push(format!(
+            "{collage_file}: {outside} particles lie outside the {}x{} page",
+            page.width, page.height
+        ));
+    }
+    sift
 }

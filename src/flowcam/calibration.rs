@@ -15,14 +15,14 @@
 //! copy of it. They are used only when the rows prove nothing, and a disagreement is a
 //! warning.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How close a particle's ratio must be to the session's value: the `.lst` prints four
 /// decimals, so a perimeter of a few pixels rounds to about 1e-4 relative.
 pub const TOLERANCE: f64 = 1e-3;
 
 /// Where the pixel size came from, strongest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PixelSizeSource {
     /// `perimeter / raw_perimeter` on the particles, equal to their `cal_const`.
@@ -36,7 +36,7 @@ pub enum PixelSizeSource {
 }
 
 /// The pixel size and the evidence for it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PixelSize {
     /// Micrometres per pixel.
     pub um_per_pixel: f64,

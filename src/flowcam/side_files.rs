@@ -8,7 +8,7 @@
 //! never fails on content: what cannot be read is a [`Warning`] naming file, line and key,
 //! and the rest is kept. Every key is kept raw, so nothing the instrument wrote is lost.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -280,7 +280,7 @@ pub fn parse_run_summary(file: &Path, text: &str) -> (KeyValues, Vec<Warning>) {
 }
 
 /// One class of a class list: its name and its particles' ids, in file order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Class {
     pub name: String,
     pub ids: Vec<u64>,

@@ -5,7 +5,10 @@
 //! Conventions (see DESIGN.md): GPS latitude/longitude as unsigned degree/minute/second
 //! rationals with N/S and E/W references; depth as GPSAltitude with GPSAltitudeRef = 1
 //! (below sea level); the sample date as GPSDateStamp; the particle's capture time as
-//! DateTimeOriginal + SubSecTimeOriginal; its measurements as JSON in ImageDescription.
+//! DateTimeOriginal + SubSecTimeOriginal; its measurements as JSON in ImageDescription;
+//! the instrument as Make/Model (and BodySerialNumber); the pixel size as X/YResolution in
+//! pixels per centimetre (ResolutionUnit 3), `10^8 / (um_per_pixel * 10^4)`, exact to a
+//! ten-thousandth of a micrometre.
 
 use crate::flowcam::{PixelFormat, SamplePosition};
 use std::io::Cursor;
@@ -18,6 +21,8 @@ const DATE_TIME_ORIGINAL: u16 = 0x9003;
 const SUB_SEC_TIME_ORIGINAL: u16 = 0x9291;
 const COLOR_SPACE: u16 = 0xA001;
 const FLASHPIX_VERSION: u16 = 0xA000;
+/// EXIF BodySerialNumber (the `tiff` crate has no name for it).
+pub const BODY_SERIAL_NUMBER: u16 = 0xA431;
 const GPS_VERSION_ID: u16 = 0x0000;
 const GPS_LATITUDE_REF: u16 = 0x0001;
 const GPS_LATITUDE: u16 = 0x0002;
@@ -40,6 +45,21 @@ pub struct VignetteTags<'a> {
     pub position: Option<&'a SamplePosition>,
     /// Software tag.
     pub software: &'a str,
+    /// Make and Model: the instrument's maker and model.
+    pub make: Option<&'a str>,
+    pub model: Option<&'a str>,
+    /// BodySerialNumber.
+    pub serial_number: Option<&'a str>,
+    /// Micrometres per pixel, for XResolution/YResolution.
+    pub um_per_pixel: Option<f64>,
+}
+
+/// Pixels per centimetre as a rational, for X/YResolution with ResolutionUnit 3: `None`
+/// for a size that is not a positive number or that the rational cannot hold.
+pub fn pixels_per_centimetre(um_per_pixel: f64) -> Option<(u32, u32)> {
+    // 1 cm = 10^4 um; the denominator carries four decimals of the pixel size.
+    let d = (um_per_pixel * 10_000.0).round();
+    (um_per_pixel.is_finite() && d >= 1.0 && d <= u32::MAX as f64).then(|| (100_000_000, d as u32))
 }
 
 /// Encodes an uncompressed TIFF with EXIF and, when a position is known, GPS directories.
@@ -92,10 +112,19 @@ fn write_image<C: ColorType<Inner = u8>>(
     gps: Option<tiff::encoder::DirectoryOffset<TiffKindStandard>>,
 ) -> Result<(), tiff::TiffError> {
     let mut image = tiff.new_image::<C>(width, height)?;
-    image.resolution(tiff::tags::ResolutionUnit::None, Rational { n: 1, d: 1 });
+    match tags.um_per_pixel.and_then(pixels_per_centimetre) {
+        Some((n, d)) => image.resolution(tiff::tags::ResolutionUnit::Centimeter, Rational { n, d }),
+        None => image.resolution(tiff::tags::ResolutionUnit::None, Rational { n: 1, d: 1 }),
+    }
     let dir = image.encoder();
     if let Some(description) = tags.description {
         write_ascii(dir, Tag::ImageDescription, description)?;
+    }
+    if let Some(make) = tags.make.filter(|t| is_tag_text(t)) {
+        write_ascii(dir, Tag::Make, make)?;
+    }
+    if let Some(model) = tags.model.filter(|t| is_tag_text(t)) {
+        write_ascii(dir, Tag::Model, model)?;
     }
     write_ascii(dir, Tag::Software, tags.software)?;
     if let Some(taken) = tags.taken {
@@ -125,7 +154,11 @@ fn write_exif(dir: &mut Directory, tags: &VignetteTags) -> Result<(), tiff::Tiff
         }
     }
     write_undefined(dir, Tag::Unknown(FLASHPIX_VERSION), b"0100")?;
-    dir.write_tag(Tag::Unknown(COLOR_SPACE), 1u16) // sRGB
+    dir.write_tag(Tag::Unknown(COLOR_SPACE), 1u16)?; // sRGB
+    if let Some(serial) = tags.serial_number.filter(|t| is_tag_text(t)) {
+        write_ascii(dir, Tag::Unknown(BODY_SERIAL_NUMBER), serial)?;
+    }
+    Ok(())
 }
 
 fn write_gps(dir: &mut Directory, position: &SamplePosition) -> Result<(), tiff::TiffError> {
@@ -193,6 +226,12 @@ fn align(dir: &mut Directory) -> Result<(), tiff::TiffError> {
         dir.write_data(0u8)?;
     }
     Ok(())
+}
+
+/// Whether a side file's text can be a tag of its own: ASCII without NUL (anything else is
+/// left out rather than failing the vignette).
+pub fn is_tag_text(text: &str) -> bool {
+    !text.is_empty() && text.is_ascii() && !text.contains('\0')
 }
 
 /// A NUL-terminated ASCII value, word-aligned.

@@ -11,11 +11,12 @@ use crate::flowcam::Collage;
 use crate::flowcam::lst::{Field, FieldType, check_plain_file_name, parse_timestamp};
 use crate::flowcam::vignette::{self, VignetteTags};
 use crate::tasks::Session;
+use crate::tasks::extract_metadata::SessionRecord;
 use crate::tasks::manifest::{Manifest, ManifestRow};
 use crate::tasks::read_metadata::Schema;
 use crate::tasks::registry::TaskEntry;
 use anyhow::{Context, bail};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -27,12 +28,56 @@ const MAX_LISTED: usize = 10;
 pub struct DecollageOptions {
     /// Put the particle's `.lst` row as JSON in ImageDescription.
     pub embed_measurements: bool,
+    /// What becomes of the vignettes `session.json` names blank.
+    pub blanks: BlankPolicy,
 }
 
 impl Default for DecollageOptions {
     fn default() -> Self {
         DecollageOptions {
             embed_measurements: true,
+            blanks: BlankPolicy::Flag,
+        }
+    }
+}
+
+/// `--blanks`: what becomes of blank vignettes (`session.json`'s `blanks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlankPolicy {
+    /// Written and uploaded like any other, not marked.
+    Keep,
+    /// Written and uploaded, marked blank (manifest, ImageDescription, object metadata,
+    /// EcoTaxa).
+    #[default]
+    Flag,
+    /// Neither written nor uploaded; the manifest still lists them, marked blank and with
+    /// no file, so that they are counted.
+    Skip,
+}
+
+impl BlankPolicy {
+    pub const NAMES: [&'static str; 3] = ["keep", "flag", "skip"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlankPolicy::Keep => "keep",
+            BlankPolicy::Flag => "flag",
+            BlankPolicy::Skip => "skip",
+        }
+    }
+}
+
+impl std::str::FromStr for BlankPolicy {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "keep" => Ok(BlankPolicy::Keep),
+            "flag" => Ok(BlankPolicy::Flag),
+            "skip" => Ok(BlankPolicy::Skip),
+            other => Err(format!(
+                "`{other}` is not a blank policy: keep, flag or skip"
+            )),
         }
     }
 }
@@ -88,6 +133,10 @@ impl Task for DecollageImages {
                 "embed_measurements".to_string(),
                 self.options.embed_measurements.to_string(),
             ),
+            (
+                "blanks".to_string(),
+                self.options.blanks.as_str().to_string(),
+            ),
         ])
     }
 
@@ -129,8 +178,70 @@ struct Pages<'a> {
     columns: Columns,
     /// Vignette sizes by row, as written in this run (the manifest stats only the rest).
     sizes: Mutex<HashMap<usize, u64>>,
+    /// What `session.json` says of the session and its particles.
+    facts: Facts,
+}
+
+/// What the vignettes carry from `session.json` (or, without one, the folder name).
+#[derive(Debug, Default)]
+struct Facts {
+    position: Option<crate::flowcam::SamplePosition>,
+    make: Option<String>,
+    model: Option<String>,
+    serial_number: Option<String>,
+    um_per_pixel: Option<f64>,
     /// Each particle's class, by id, from the class lists that fit the session.
-    classes: HashMap<String, String>,
+    classes: HashMap<u64, String>,
+    /// The particles marked blank (none under `--blanks keep`).
+    blanks: HashSet<u64>,
+}
+
+impl Facts {
+    fn read(session: &Session, policy: BlankPolicy) -> anyhow::Result<Facts> {
+        let Some(record) = SessionRecord::load(&session.session_json())? else {
+            return Ok(Facts {
+                position: session.name.position,
+                ..Facts::default()
+            });
+        };
+        let instrument = &record.instrument;
+        Ok(Facts {
+            position: record.position(),
+            make: instrument.manufacturer.clone(),
+            model: instrument.model.clone(),
+            serial_number: instrument.serial_number.clone(),
+            um_per_pixel: record.calibration.um_per_pixel,
+            classes: record
+                .particle_classes()
+                .into_iter()
+                .map(|(id, class)| (id, class.to_string()))
+                .collect(),
+            blanks: match policy {
+                BlankPolicy::Keep => HashSet::new(),
+                BlankPolicy::Flag | BlankPolicy::Skip => {
+                    record.blanks.ids.iter().copied().collect()
+                }
+            },
+        })
+    }
+
+    /// What every vignette of the session carries, for the pages' fingerprints.
+    fn session_digest(&self) -> String {
+        format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.position, self.make, self.model, self.serial_number, self.um_per_pixel
+        )
+    }
+
+    fn class(&self, id: &str) -> Option<&str> {
+        self.classes
+            .get(&id.parse::<u64>().ok()?)
+            .map(String::as_str)
+    }
+
+    fn is_blank(&self, id: &str) -> bool {
+        id.parse::<u64>().is_ok_and(|id| self.blanks.contains(&id))
+    }
 }
 
 /// Where the columns we need sit in a row.
@@ -202,7 +313,7 @@ impl<'a> Pages<'a> {
             pages,
             columns,
             sizes: Mutex::default(),
-            classes: classes_of(&session.session_json())?,
+            facts: Facts::read(session, task.options.blanks)?,
         })
     }
 
@@ -219,11 +330,15 @@ impl Plan for Pages<'_> {
         self.pages
             .iter()
             .map(|(collage, indices)| {
-                let mut digest = Digest::new();
+                let mut digest = Digest::new().str(&self.facts.session_digest());
                 for &i in indices {
                     for value in &self.rows[i] {
                         digest = digest.str(value);
                     }
+                    let id = &self.rows[i][self.columns.id];
+                    digest = digest
+                        .str(self.facts.class(id).unwrap_or_default())
+                        .str(if self.facts.is_blank(id) { "blank" } else { "" });
                 }
                 Item {
                     key: collage.clone(),
@@ -281,29 +396,36 @@ impl Plan for Pages<'_> {
             }
             bail!("{}", outside.join("; "));
         }
-        let position = self.task.session.name.position;
+        let facts = &self.facts;
+        let skip_blanks = self.task.options.blanks == BlankPolicy::Skip;
         let mut description = String::new();
         let mut sizes = Vec::with_capacity(rects.len());
         for (i, row, (x, y, w, h)) in rects {
+            let blank = facts.is_blank(&row[c.id]);
+            if blank && skip_blanks {
+                continue;
+            }
             let pixels = collage
                 .crop(x, y, w, h)
                 .context("a checked rectangle left the page")?;
             let time = c.timestamp.and_then(|t| parse_timestamp(&row[t]));
             let taken = time.map(|t| t.date_time.format("%Y:%m:%d %H:%M:%S").to_string());
+            description.clear();
+            let class = facts.class(&row[c.id]);
             if self.task.options.embed_measurements {
-                description.clear();
                 row_json(&self.fields, row, &mut description);
             }
+            annotate(&mut description, class, blank);
             let tags = VignetteTags {
-                description: self
-                    .task
-                    .options
-                    .embed_measurements
-                    .then_some(description.as_str()),
+                description: (!description.is_empty()).then_some(description.as_str()),
                 taken: taken.as_deref(),
                 taken_subsec: time.and_then(|t| t.fraction),
-                position: position.as_ref(),
+                position: facts.position.as_ref(),
                 software: vignette::SOFTWARE,
+                make: facts.make.as_deref(),
+                model: facts.model.as_deref(),
+                serial_number: facts.serial_number.as_deref(),
+                um_per_pixel: facts.um_per_pixel,
             };
             let bytes = vignette::encode(&pixels, w, h, collage.format, &tags)
                 .with_context(|| format!("particle {}: encoding vignette", &row[c.id]))?;
@@ -329,8 +451,11 @@ impl Plan for Pages<'_> {
             for &i in indices {
                 let row = &self.rows[i];
                 let path = self.vignette_path(row);
+                let blank = self.facts.is_blank(&row[c.id]);
+                let written = !(blank && self.task.options.blanks == BlankPolicy::Skip);
                 let bytes = match sizes.get(&i) {
                     Some(&bytes) => bytes,
+                    None if !written => 0,
                     None => std::fs::metadata(&path)
                         .with_context(|| format!("vignette {} is missing", path.display()))?
                         .len(),
@@ -346,25 +471,42 @@ impl Plan for Pages<'_> {
                         }
                     })
                     .unwrap_or_default();
+                let file = match written {
+                    true => path.file_name().unwrap_or_default().to_string_lossy(),
+                    false => Default::default(),
+                };
                 manifest.push(ManifestRow {
-                    file: path
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned(),
+                    file: file.into_owned(),
                     particle_id: row[c.id].to_string(),
                     collage: collage.clone(),
                     width: row[c.w].parse().unwrap_or_default(),
                     height: row[c.h].parse().unwrap_or_default(),
                     bytes,
                     captured_at,
-                    class: self.classes.get(&row[c.id]).cloned().unwrap_or_default(),
-                    blank: false,
+                    class: self.facts.class(&row[c.id]).unwrap_or_default().to_string(),
+                    blank,
                 });
             }
         }
         out.write(self.task.session.manifest(), &Manifest::encode(&manifest)?)?;
         Ok(())
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let id = self.columns.id;
+        let blanks = self
+            .rows
+            .iter()
+            .filter(|row| self.facts.is_blank(&row[id]))
+            .count();
+        if blanks == 0 {
+            return Vec::new();
+        }
+        let what = match self.task.options.blanks {
+            BlankPolicy::Skip => "skipped (listed in manifest.csv, not written)",
+            _ => "flagged blank",
+        };
+        vec![format!("{blanks} of {} particles {what}", self.rows.len())]
     }
 }
 
@@ -439,34 +581,34 @@ fn is_json_number(s: &str) -> bool {
         && exponent.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)))
 }
 
-/// Each particle's class, by id, from the taxa lists `session.json` applied (none when
-/// there is no `session.json`). A particle in two applied lists takes the first's class.
-fn classes_of(record: &std::path::Path) -> anyhow::Result<HashMap<String, String>> {
-    let mut classes = HashMap::new();
-    let bytes = match std::fs::read(record) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(classes),
-        Err(e) => return Err(anyhow::anyhow!("{}: {e}", record.display())),
-    };
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: not JSON; rerun with --force", record.display()))?;
-    let lists = value["classes"].as_array().cloned().unwrap_or_default();
-    for list in lists
-        .iter()
-        .filter(|l| l["applied"] == true && l["kind"] == "taxa")
-    {
-        for class in list["classes"].as_array().into_iter().flatten() {
-            let name = class["name"].as_str().unwrap_or_default();
-            for id in class["ids"].as_array().into_iter().flatten() {
-                if let Some(id) = id.as_u64() {
-                    classes
-                        .entry(id.to_string())
-                        .or_insert_with(|| name.to_string());
-                }
-            }
+/// Adds the particle's class and blank mark to the ImageDescription JSON: into the `.lst`
+/// row's object when there is one (`"class"` and `"blank"`, after the row's own fields),
+/// else as an object of their own; nothing when there is neither.
+fn annotate(description: &mut String, class: Option<&str>, blank: bool) {
+    if class.is_none() && !blank {
+        return;
+    }
+    if description.ends_with('}') {
+        description.pop();
+        if description.len() > 1 {
+            description.push(',');
+        }
+    } else {
+        description.clear();
+        description.push('{');
+    }
+    if let Some(class) = class {
+        json_string("class", description);
+        description.push(':');
+        json_string(class, description);
+        if blank {
+            description.push(',');
         }
     }
-    Ok(classes)
+    if blank {
+        description.push_str("\"blank\":true");
+    }
+    description.push('}');
 }
 
 /// DecollageImages in the registry: alone, it cuts the pages given from the tables given.
@@ -493,6 +635,10 @@ pub(super) const ENTRY: TaskEntry = TaskEntry {
         bridge.stage_tables(false)?;
         let options = DecollageOptions {
             embed_measurements: bridge.flag("embed-measurements"),
+            blanks: bridge
+                .text("blanks")
+                .and_then(|b| b.parse().ok())
+                .unwrap_or_default(),
         };
         Ok(Arc::new(DecollageImages::new(
             session,

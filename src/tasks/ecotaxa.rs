@@ -20,8 +20,9 @@
 use crate::engine::{Digest, Item, Parameters, Plan, Staging, Task, TaskRef};
 use crate::flowcam::SamplePosition;
 use crate::flowcam::lst::{Field, parse_timestamp};
-use crate::flowcam::vignette::{SOFTWARE, degrees_minutes_seconds};
+use crate::flowcam::vignette::{BODY_SERIAL_NUMBER, SOFTWARE, degrees_minutes_seconds};
 use crate::tasks::Session;
+use crate::tasks::extract_metadata::SessionRecord;
 use crate::tasks::manifest::{Manifest, ManifestRow};
 use crate::tasks::read_metadata::Schema;
 use crate::tasks::registry::TaskEntry;
@@ -35,8 +36,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The columns every row starts with, and their EcoTaxa types; the session's numeric
-/// measurements follow as `object_<name>` `[f]` columns.
-pub const FIXED_COLUMNS: [(&str, &str); 11] = [
+/// measurements follow as `object_<name>` `[f]` columns. `object_date`/`object_time` are
+/// the **sampling** date (EcoTaxa feeds them to OBIS/GBIF as the event date); the
+/// particle's imaging time is `object_imaged_at`. Units are in the names (`_um`, `_ml`,
+/// `_s`), except `acq_pixel`, which is EcoTaxa's own name (millimetres per pixel, the
+/// `ssm.pixel` of its default biovolume formula).
+pub const FIXED_COLUMNS: [(&str, &str); 49] = [
     ("img_file_name", "[t]"),
     ("object_id", "[t]"),
     ("object_lat", "[f]"),
@@ -45,10 +50,58 @@ pub const FIXED_COLUMNS: [(&str, &str); 11] = [
     ("object_time", "[t]"),
     ("object_depth_min", "[f]"),
     ("object_depth_max", "[f]"),
+    ("object_imaged_at", "[t]"),
+    ("object_image_id", "[t]"),
+    ("object_collage", "[t]"),
+    ("object_blank", "[f]"),
+    ("object_annotation_category", "[t]"),
+    ("object_annotation_status", "[t]"),
     ("sample_id", "[t]"),
+    ("sample_date", "[t]"),
+    ("sample_lat", "[f]"),
+    ("sample_lon", "[f]"),
+    ("sample_depth_m", "[f]"),
+    ("sample_station", "[t]"),
+    ("sample_location", "[t]"),
+    ("sample_volume_imaged_ml", "[f]"),
     ("acq_id", "[t]"),
     ("acq_instrument", "[t]"),
+    ("acq_manufacturer", "[t]"),
+    ("acq_serial_number", "[t]"),
+    ("acq_magnification", "[f]"),
+    ("acq_flow_cell", "[t]"),
+    ("acq_flow_cell_depth_um", "[f]"),
+    ("acq_flow_cell_width_um", "[f]"),
+    ("acq_camera", "[t]"),
+    ("acq_mode", "[t]"),
+    ("acq_stop_reason", "[t]"),
+    ("acq_frame_rate_fps", "[f]"),
+    ("acq_auto_image_rate", "[f]"),
+    ("acq_min_esd_um", "[f]"),
+    ("acq_max_esd_um", "[f]"),
+    ("acq_run_start", "[t]"),
+    ("acq_run_end", "[t]"),
+    ("acq_duration_s", "[f]"),
+    ("acq_images_used", "[f]"),
+    ("acq_particle_count", "[f]"),
+    ("acq_volume_imaged_ml", "[f]"),
+    ("acq_um_per_pixel", "[f]"),
+    ("acq_pixel", "[f]"),
+    ("process_id", "[t]"),
+    ("process_software", "[t]"),
+    ("process_software_version", "[t]"),
+    ("process_date", "[t]"),
 ];
+
+/// The UTF-8 byte-order mark the TSV starts with.
+pub const BOM: &[u8] = "\u{feff}".as_bytes();
+
+/// EcoTaxa refuses longer text values.
+pub const MAX_TEXT: usize = 250;
+
+/// `object_annotation_status` of a particle with a class: the `.cla` does not say whether a
+/// person or a VisualSpreadsheet filter set it, so EcoTaxa is told it is to be validated.
+pub const CLASS_STATUS: &str = "predicted";
 
 /// `acq_instrument`, as EcoTaxa names the instrument.
 pub const INSTRUMENT: &str = "FlowCam";
@@ -137,11 +190,15 @@ impl Task for ExportEcoTaxa {
     }
 
     fn inputs(&self) -> anyhow::Result<Vec<PathBuf>> {
-        Ok(vec![
+        let mut inputs = vec![
             self.session.manifest(),
             self.session.metadata_csv(),
             self.session.metadata_schema(),
-        ])
+        ];
+        if self.session.session_json().is_file() {
+            inputs.push(self.session.session_json());
+        }
+        Ok(inputs)
     }
 
     fn outputs(&self) -> Vec<PathBuf> {
@@ -169,6 +226,10 @@ struct Export<'a> {
     measurements: HashMap<String, csv::StringRecord>,
     /// (column in metadata.csv, TSV column name) of every numeric measurement but `id`.
     numeric: Vec<(usize, String)>,
+    /// metadata.csv's `image_id` column (the particle's GUID), when it has one.
+    image_id: Option<usize>,
+    /// ExtractMetadata's `session.json`, when there is one.
+    record: Option<SessionRecord>,
 }
 
 impl<'a> Export<'a> {
@@ -219,6 +280,8 @@ impl<'a> Export<'a> {
             pages,
             measurements,
             numeric: measurement_columns(&schema.fields),
+            image_id: schema.fields.iter().position(|f| f.name == "image_id"),
+            record: SessionRecord::load(&session.session_json())?,
         })
     }
 
@@ -230,24 +293,17 @@ impl<'a> Export<'a> {
         self.task.image_name(&v.particle_id)
     }
 
-    /// The TSV: header row, type row, one row per vignette in manifest order.
+    /// The TSV: a UTF-8 byte-order mark (without one EcoTaxa reads the file as Latin-1),
+    /// the header row, the type row, one row per vignette in manifest order.
     fn tsv(&self) -> anyhow::Result<Vec<u8>> {
         let session = &self.task.session;
-        let position = session.name.position.as_ref();
-        let lat = position.map(|p| decimal(p.latitude, 4)).unwrap_or_default();
-        let lon = position
-            .map(|p| decimal(p.longitude, 4))
-            .unwrap_or_default();
-        let depth = position
-            .and_then(|p| p.depth_m)
-            .map(|d| decimal(d, 0))
-            .unwrap_or_default();
-        let experiment = &session.experiment;
-
+        let per_session = self.session_columns();
+        let mut bytes = Vec::with_capacity(self.vignettes.len() * 900 + 3);
+        bytes.extend_from_slice(BOM);
         let mut tsv = csv::WriterBuilder::new()
             .delimiter(b'\t')
             .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(Vec::with_capacity(self.vignettes.len() * 600));
+            .from_writer(bytes);
         let names = FIXED_COLUMNS
             .iter()
             .map(|(name, _)| *name)
@@ -260,28 +316,131 @@ impl<'a> Export<'a> {
         tsv.write_record(types)?;
         let mut record: Vec<String> = Vec::with_capacity(FIXED_COLUMNS.len() + self.numeric.len());
         for v in &self.vignettes {
-            let time = parse_timestamp(&v.captured_at).map(|t| t.date_time);
             let row = &self.measurements[&v.particle_id];
             record.clear();
-            record.extend([
-                format!("{IMAGES}/{}", self.png_name(v)),
-                format!("{experiment}_{}", v.particle_id),
-                lat.clone(),
-                lon.clone(),
-                time.map(|t| t.format("%Y%m%d").to_string())
-                    .unwrap_or_default(),
-                time.map(|t| t.format("%H%M%S").to_string())
-                    .unwrap_or_default(),
-                depth.clone(),
-                depth.clone(),
-                experiment.clone(),
-                experiment.clone(),
-                INSTRUMENT.to_string(),
-            ]);
+            record.push(format!("{IMAGES}/{}", self.png_name(v)));
+            record.push(format!("{}_{}", session.experiment, v.particle_id));
+            for (name, _) in &FIXED_COLUMNS[2..] {
+                let value = match *name {
+                    "object_imaged_at" => v.captured_at.clone(),
+                    "object_image_id" => self
+                        .image_id
+                        .map(|c| row[c].to_string())
+                        .unwrap_or_default(),
+                    "object_collage" => v.collage.clone(),
+                    "object_blank" => (v.blank as u8).to_string(),
+                    "object_annotation_category" => v.class.clone(),
+                    "object_annotation_status" if !v.class.is_empty() => CLASS_STATUS.to_string(),
+                    other => per_session.get(other).cloned().unwrap_or_default(),
+                };
+                record.push(text(value));
+            }
             record.extend(self.numeric.iter().map(|&(col, _)| number(&row[col])));
             tsv.write_record(&record)?;
         }
         Ok(tsv.into_inner()?)
+    }
+
+    /// The columns whose value is the same on every row: the sample, the acquisition (the
+    /// instrument and the run) and the process, from `session.json` (without one, from the
+    /// folder name).
+    fn session_columns(&self) -> HashMap<&'static str, String> {
+        let session = &self.task.session;
+        let mut columns: HashMap<&'static str, String> = HashMap::new();
+        let mut set = |name: &'static str, value: Option<String>| {
+            if let Some(value) = value {
+                columns.insert(name, value);
+            }
+        };
+        let float = |v: Option<f64>| v.filter(|v| v.is_finite()).map(|v| v.to_string());
+        let coordinate = |v: Option<f64>| v.filter(|v| v.is_finite()).map(|v| decimal(v, 4));
+        let depth = |v: Option<f64>| v.filter(|v| v.is_finite()).map(|v| decimal(v, 0));
+        let compact = |date: &str| date.replace('-', "");
+        set("acq_id", Some(session.experiment.clone()));
+        set("acq_instrument", Some(INSTRUMENT.to_string()));
+        set(
+            "process_id",
+            Some(format!("flowcam-pipeline_{}", session.experiment)),
+        );
+        set("process_software", Some("flowcam-pipeline".to_string()));
+        set(
+            "process_software_version",
+            Some(env!("CARGO_PKG_VERSION").to_string()),
+        );
+        set("process_date", Some(process_date()));
+        let Some(record) = &self.record else {
+            let position = session.name.position.as_ref();
+            let date = position.map(|p| p.date.format("%Y%m%d").to_string());
+            set("object_lat", coordinate(position.map(|p| p.latitude)));
+            set("object_lon", coordinate(position.map(|p| p.longitude)));
+            set("object_depth_min", depth(position.and_then(|p| p.depth_m)));
+            set("object_depth_max", depth(position.and_then(|p| p.depth_m)));
+            set("object_date", date.clone());
+            set("sample_date", date);
+            set("sample_lat", coordinate(position.map(|p| p.latitude)));
+            set("sample_lon", coordinate(position.map(|p| p.longitude)));
+            set("sample_depth_m", depth(position.and_then(|p| p.depth_m)));
+            set(
+                "sample_id",
+                Some(crate::tasks::extract_metadata::sample_id_from_name(
+                    &session.name,
+                    true,
+                )),
+            );
+            return columns;
+        };
+        let sample = &record.sample;
+        let date = sample.date.as_deref().map(compact);
+        set("object_lat", coordinate(sample.latitude));
+        set("object_lon", coordinate(sample.longitude));
+        set("object_depth_min", depth(sample.depth_m));
+        set("object_depth_max", depth(sample.depth_m));
+        set("object_date", date.clone());
+        set(
+            "sample_id",
+            Some(sample.id.clone()).filter(|s| !s.is_empty()),
+        );
+        set("sample_date", date);
+        set("sample_lat", coordinate(sample.latitude));
+        set("sample_lon", coordinate(sample.longitude));
+        set("sample_depth_m", depth(sample.depth_m));
+        set("sample_station", sample.station.clone());
+        set("sample_location", sample.location_name.clone());
+        let run = &record.run;
+        set("sample_volume_imaged_ml", float(run.fluid_volume_imaged_ml));
+        let instrument = &record.instrument;
+        set("acq_manufacturer", instrument.manufacturer.clone());
+        set("acq_serial_number", instrument.serial_number.clone());
+        set("acq_magnification", float(instrument.magnification));
+        set("acq_flow_cell", instrument.flow_cell.clone());
+        set(
+            "acq_flow_cell_depth_um",
+            float(instrument.flow_cell_depth_um),
+        );
+        set(
+            "acq_flow_cell_width_um",
+            float(instrument.flow_cell_width_um),
+        );
+        set("acq_camera", instrument.camera.clone());
+        set("acq_mode", run.mode.clone());
+        set("acq_stop_reason", run.stop_reason.clone());
+        set("acq_frame_rate_fps", float(run.frame_rate_fps));
+        set("acq_auto_image_rate", float(run.auto_image_rate));
+        set("acq_min_esd_um", float(run.min_esd_um));
+        set("acq_max_esd_um", float(run.max_esd_um));
+        set("acq_run_start", run.start.clone());
+        set("acq_run_end", run.end.clone());
+        set("acq_duration_s", run.duration_s.map(|d| d.to_string()));
+        set("acq_images_used", float(run.images_used));
+        set("acq_particle_count", float(run.particle_count));
+        set("acq_volume_imaged_ml", float(run.fluid_volume_imaged_ml));
+        let um = record
+            .calibration
+            .um_per_pixel
+            .filter(|u| u.is_finite() && *u > 0.0);
+        set("acq_um_per_pixel", um.map(|u| u.to_string()));
+        set("acq_pixel", um.map(|u| (u / 1000.0).to_string()));
+        columns
     }
 
     /// The zip: the TSV at its root, then every PNG at its `img_file_name`. PNGs are already
@@ -416,6 +575,27 @@ fn measurement_columns(fields: &[Field]) -> Vec<(usize, String)> {
     columns
 }
 
+/// A text cell EcoTaxa accepts: no tab or line break (the csv writer would quote them, and
+/// EcoTaxa does not read quotes), at most [`MAX_TEXT`] characters.
+fn text(value: String) -> String {
+    let clean = |c: char| if c.is_control() { ' ' } else { c };
+    if value.chars().count() <= MAX_TEXT && !value.chars().any(char::is_control) {
+        return value;
+    }
+    value.chars().map(clean).take(MAX_TEXT).collect()
+}
+
+/// `process_date`: today (UTC), or the day of `SOURCE_DATE_EPOCH` when it is set, so that
+/// an export can be reproduced byte for byte (the reproducible-builds convention).
+fn process_date() -> String {
+    let now = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .unwrap_or_else(chrono::Utc::now);
+    now.format("%Y%m%d").to_string()
+}
+
 /// A measurement cell: the value as written when it is a finite number, else empty.
 fn number(value: &str) -> String {
     match value.trim().parse::<f64>() {
@@ -455,9 +635,18 @@ fn to_png(
             tiff::ColorType::RGBA(8) => (png::ColorType::Rgba, 4),
             other => bail!("unsupported pixel format {other:?}"),
         };
-        let description = match decoder.find_tag(tiff::tags::Tag::ImageDescription)? {
-            Some(value) => Some(value.into_string()?),
-            None => None,
+        let mut ascii = |tag| -> anyhow::Result<Option<String>> {
+            Ok(match decoder.find_tag(tag)? {
+                Some(value) => Some(value.into_string()?),
+                None => None,
+            })
+        };
+        let instrument = Instrument {
+            description: ascii(tiff::tags::Tag::ImageDescription)?,
+            make: ascii(tiff::tags::Tag::Make)?,
+            model: ascii(tiff::tags::Tag::Model)?,
+            serial_number: ascii(tiff::tags::Tag::Unknown(BODY_SERIAL_NUMBER))?,
+            resolution: resolution_of(&mut decoder)?,
         };
         let pixels = match decoder.read_image()? {
             DecodingResult::U8(pixels) => pixels,
@@ -469,15 +658,15 @@ fn to_png(
                 pixels.len()
             );
         }
-        Ok((width, height, color, description, pixels))
+        Ok((width, height, color, instrument, pixels))
     })();
-    let (width, height, color, description, pixels) =
+    let (width, height, color, instrument, pixels) =
         decoded.with_context(|| format!("cannot decode vignette {}", tiff_path.display()))?;
 
     let time = parse_timestamp(captured_at);
     let taken = time.map(|t| t.date_time.format("%Y:%m:%d %H:%M:%S").to_string());
     let exif = exif(&ExifValues {
-        description: description.as_deref(),
+        instrument: &instrument,
         taken: taken.as_deref(),
         taken_subsec: time.and_then(|t| t.fraction),
         position,
@@ -488,6 +677,15 @@ fn to_png(
     info.color_type = color;
     info.bit_depth = png::BitDepth::Eight;
     info.exif_metadata = Some(exif.into());
+    if let Some(per_cm) = instrument.pixels_per_centimetre() {
+        // pHYs, for viewers that read no EXIF: pixels per metre.
+        let per_metre = (100.0 * per_cm).round() as u32;
+        info.pixel_dims = Some(png::PixelDimensions {
+            xppu: per_metre,
+            yppu: per_metre,
+            unit: png::Unit::Meter,
+        });
+    }
     let mut png_bytes = Vec::with_capacity(pixels.len() / 2 + 4096);
     let mut writer = png::Encoder::with_info(&mut png_bytes, info)?.write_header()?;
     writer.write_image_data(&pixels)?;
@@ -495,10 +693,48 @@ fn to_png(
     Ok(png_bytes)
 }
 
+/// What the TIFF vignette says of the particle and the instrument, as it reads back.
+#[derive(Debug, Default)]
+struct Instrument {
+    description: Option<String>,
+    make: Option<String>,
+    model: Option<String>,
+    serial_number: Option<String>,
+    /// ResolutionUnit and X/YResolution (numerator, denominator) as the TIFF has them;
+    /// unit 3 (centimetres) when it carries the pixel size.
+    resolution: Option<(u16, u32, u32)>,
+}
+
+impl Instrument {
+    /// Pixels per centimetre, when the TIFF carries the pixel size.
+    fn pixels_per_centimetre(&self) -> Option<f64> {
+        match self.resolution {
+            Some((3, n, d)) => Some(n as f64 / d as f64),
+            _ => None,
+        }
+    }
+}
+
+/// The TIFF's ResolutionUnit and XResolution (the vignettes' X and Y are equal).
+fn resolution_of<R: std::io::Read + std::io::Seek>(
+    decoder: &mut tiff::decoder::Decoder<R>,
+) -> anyhow::Result<Option<(u16, u32, u32)>> {
+    use tiff::decoder::ifd::Value;
+    use tiff::tags::Tag;
+    let unit = match decoder.find_tag(Tag::ResolutionUnit)? {
+        Some(Value::Short(unit)) => unit,
+        Some(Value::Unsigned(unit)) => unit as u16,
+        _ => return Ok(None),
+    };
+    Ok(match decoder.find_tag(Tag::XResolution)? {
+        Some(Value::Rational(n, d)) if d > 0 && n > 0 => Some((unit, n, d)),
+        _ => None,
+    })
+}
+
 /// What goes into a PNG's EXIF besides the Software tag.
 struct ExifValues<'a> {
-    /// The TIFF's ImageDescription, as it reads back.
-    description: Option<&'a str>,
+    instrument: &'a Instrument,
     /// `YYYY:MM:DD HH:MM:SS`.
     taken: Option<&'a str>,
     taken_subsec: Option<&'a str>,
@@ -511,8 +747,27 @@ struct ExifValues<'a> {
 /// and ColorSpace; and, when the session name gives a position, the GPS directory.
 fn exif(values: &ExifValues) -> std::io::Result<Vec<u8>> {
     let mut m = Metadata::new();
-    if let Some(description) = values.description {
-        m.set_tag(ExifTag::ImageDescription(description.to_string()));
+    let instrument = values.instrument;
+    if let Some(description) = &instrument.description {
+        m.set_tag(ExifTag::ImageDescription(description.clone()));
+    }
+    if let Some(make) = &instrument.make {
+        m.set_tag(ExifTag::Make(make.clone()));
+    }
+    if let Some(model) = &instrument.model {
+        m.set_tag(ExifTag::Model(model.clone()));
+    }
+    if let Some((unit, nominator, denominator)) = instrument.resolution {
+        let r = || uR64 {
+            nominator,
+            denominator,
+        };
+        m.set_tag(ExifTag::XResolution(vec![r()]));
+        m.set_tag(ExifTag::YResolution(vec![r()]));
+        m.set_tag(ExifTag::ResolutionUnit(vec![unit]));
+    }
+    if let Some(serial) = &instrument.serial_number {
+        m.set_tag(ExifTag::SerialNumber(serial.clone()));
     }
     m.set_tag(ExifTag::Software(SOFTWARE.to_string()));
     if let Some(taken) = values.taken {
@@ -632,8 +887,12 @@ mod tests {
 
     #[test]
     fn exif_without_position_has_no_gps() {
+        let instrument = Instrument {
+            description: Some("{\"id\":1}".to_string()),
+            ..Instrument::default()
+        };
         let bytes = exif(&ExifValues {
-            description: Some("{\"id\":1}"),
+            instrument: &instrument,
             taken: Some("2023:12:20 14:04:37"),
             taken_subsec: Some("675"),
             position: None,

@@ -8,19 +8,27 @@
 //! in this session's row fails the task, naming file, line and column.
 
 use crate::engine::{Parameters, Plan, Staging, Task, TaskRef};
+use crate::flowcam::SamplePosition;
+use crate::flowcam::blank::{self, Placement, Sift};
 use crate::flowcam::calibration::{self, PixelSize, Witness};
 use crate::flowcam::side_files::{self, ClassFile, KeyValues, Warning};
 use crate::tasks::Session;
 use crate::tasks::registry::TaskEntry;
 use anyhow::{Context, bail};
-use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The version of `session.json`'s structure; a change that renames or removes a field
 /// raises it.
 pub const SESSION_JSON_VERSION: u32 = 1;
+
+/// The maker of the FlowCam and of VisualSpreadsheet.
+pub const MANUFACTURER: &str = "Fluid Imaging Technologies";
+
+/// `session.json`'s `format`.
+pub const FORMAT: &str = "flowcam-pipeline session";
 
 /// The side-file warnings `session.json` lists before counting the rest: a hostile file
 /// of millions of bad lines must not make a document of millions of warnings.
@@ -115,6 +123,15 @@ impl Task for ExtractMetadata {
                 .filter(|p| p.is_file()),
         );
         inputs.extend(self.options.sample_sheet.clone());
+        // The pages, for the blank test: a page replaced or restored measures again.
+        inputs.extend(
+            collage_files(&self.session.metadata_csv())
+                .into_iter()
+                .filter_map(|name| {
+                    let path = self.session.input.join(name);
+                    path.is_file().then_some(path)
+                }),
+        );
         Ok(inputs)
     }
 
@@ -156,28 +173,35 @@ impl Plan for Extract<'_> {
 }
 
 /// `session.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionRecord {
-    pub format: &'static str,
+    pub format: String,
     pub version: u32,
     pub session: String,
     /// The side files read, by kind (`ctx`, `run_summary`, `notes`, `cla`).
-    pub sources: BTreeMap<&'static str, PathBuf>,
+    pub sources: BTreeMap<String, PathBuf>,
     pub instrument: Instrument,
     pub calibration: Calibration,
     pub run: Run,
     pub sample: Sample,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub notes: Option<String>,
     pub classes: Vec<ClassListRecord>,
+    /// The particles whose vignettes are blank (see `flowcam::blank`).
+    #[serde(default)]
+    pub blanks: Blanks,
     /// Every key of the `.ctx` and the run summary, raw, by section.
-    pub raw: BTreeMap<&'static str, BTreeMap<String, BTreeMap<String, String>>>,
+    pub raw: BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>,
     /// What could not be read, each naming file, line and key.
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Instrument {
+    /// Who made it: Fluid Imaging Technologies, when VisualSpreadsheet wrote the files.
+    pub manufacturer: Option<String>,
     pub model: Option<String>,
     pub serial_number: Option<String>,
     pub software: Option<String>,
@@ -190,7 +214,8 @@ pub struct Instrument {
     pub flow_cell_width_um: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Calibration {
     pub um_per_pixel: Option<f64>,
     /// How it was obtained (see `calibration::PixelSizeSource`), with the evidence.
@@ -201,7 +226,8 @@ pub struct Calibration {
     pub run_summary_calibration_factor: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Run {
     pub start: Option<String>,
     pub end: Option<String>,
@@ -219,13 +245,13 @@ pub struct Run {
     pub particles_listed: usize,
     pub fluid_volume_imaged_ml: Option<f64>,
     /// `run_summary` or `ctx`: the `.ctx` often says 0 where the summary has the volume.
-    pub fluid_volume_source: Option<&'static str>,
+    pub fluid_volume_source: Option<String>,
     pub min_esd_um: Option<f64>,
     pub max_esd_um: Option<f64>,
 }
 
 /// Where a sample fact came from, by precedence: sample sheet, folder name, `.ctx`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FactSource {
     SampleSheet,
@@ -233,7 +259,8 @@ pub enum FactSource {
     Ctx,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Sample {
     /// The sample (sheet, else the folder name without its replicate number), so that
     /// replicate runs of one jar share it.
@@ -245,11 +272,11 @@ pub struct Sample {
     pub station: Option<String>,
     pub location_name: Option<String>,
     /// Where each fact above came from.
-    pub sources: BTreeMap<&'static str, FactSource>,
+    pub sources: BTreeMap<String, FactSource>,
 }
 
 /// A class list of the `.cla`, and whether it fits the session.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClassListRecord {
     pub name: String,
     /// `blank` when every class of it names blanks, else `taxa`.
@@ -260,11 +287,31 @@ pub struct ClassListRecord {
     pub classes: Vec<side_files::Class>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClassListKind {
     Taxa,
     Blank,
+}
+
+/// The particles whose vignettes are blank: those whose crop measures blank
+/// (`flowcam::blank`), and those of the blank class lists that fit the session.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Blanks {
+    /// The pixel test's threshold: the widest luma spread, in grey levels, of a blank crop.
+    pub max_spread: u8,
+    /// Particles whose crop was measured, and those that could not be.
+    pub particles_measured: usize,
+    pub particles_unmeasured: usize,
+    /// Blank by their pixels.
+    pub by_pixels: usize,
+    /// Blank only by an applied blank class list (its pixels passed as not blank).
+    pub by_class_list: usize,
+    /// `ids.len()`.
+    pub count: usize,
+    /// Every blank particle, ascending.
+    pub ids: Vec<u64>,
 }
 
 /// Whether a class name names blank images.
@@ -274,6 +321,60 @@ pub fn is_blank_class(name: &str) -> bool {
 }
 
 impl SessionRecord {
+    /// Reads a `session.json` back; `None` when there is none. A file that is not one, or
+    /// is of a later version than this program knows, is an error naming it.
+    pub fn load(path: &Path) -> anyhow::Result<Option<SessionRecord>> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+        };
+        let record: SessionRecord = serde_json::from_slice(&bytes).with_context(|| {
+            format!("{}: not a session.json; rerun with --force", path.display())
+        })?;
+        if record.format != FORMAT || record.version > SESSION_JSON_VERSION {
+            bail!(
+                "{}: {} version {} is not a session.json this program can read (version {})",
+                path.display(),
+                record.format,
+                record.version,
+                SESSION_JSON_VERSION
+            );
+        }
+        Ok(Some(record))
+    }
+
+    /// The sample's position for the vignettes' GPS tags: latitude, longitude and date
+    /// must all be known.
+    pub fn position(&self) -> Option<SamplePosition> {
+        let s = &self.sample;
+        let date = chrono::NaiveDate::parse_from_str(s.date.as_deref()?, "%Y-%m-%d").ok()?;
+        Some(SamplePosition {
+            latitude: s.latitude.filter(|v| v.is_finite())?,
+            longitude: s.longitude.filter(|v| v.is_finite())?,
+            date,
+            depth_m: s.depth_m.filter(|v| v.is_finite()),
+        })
+    }
+
+    /// Each particle's class, by id, from the taxa lists that were applied (a particle in
+    /// two applied lists takes the first's class).
+    pub fn particle_classes(&self) -> HashMap<u64, &str> {
+        let mut classes = HashMap::new();
+        for list in self
+            .classes
+            .iter()
+            .filter(|l| l.applied && l.kind == ClassListKind::Taxa)
+        {
+            for class in &list.classes {
+                for id in &class.ids {
+                    classes.entry(*id).or_insert(class.name.as_str());
+                }
+            }
+        }
+        classes
+    }
+
     /// Reads everything for `session`; `side_file(kind)` says where each side file is.
     pub fn read(
         session: &Session,
@@ -295,7 +396,7 @@ impl SessionRecord {
                 }
             };
             if text.is_some() {
-                sources.insert(kind, path);
+                sources.insert(kind.to_string(), path);
             }
             Ok(text)
         };
@@ -328,7 +429,25 @@ impl SessionRecord {
             None => None,
         };
         warnings.append(&mut unread);
-        let (ids, witnesses) = read_particles(&session.metadata_csv())?;
+        let particles = read_particles(&session.metadata_csv())?;
+        let (ids, witnesses) = (&particles.ids, &particles.witnesses);
+        let sift = blank::sift(&session.input, &particles.pages);
+        if particles.pages.is_empty() && !ids.is_empty() {
+            warnings.push(Warning::new(
+                &session.metadata_csv(),
+                0,
+                None,
+                "no particle has a place on a collage page: blanks not measured".to_string(),
+            ));
+        }
+        for problem in &sift.problems {
+            warnings.push(Warning::new(
+                &session.metadata_csv(),
+                0,
+                None,
+                format!("blanks: {problem}"),
+            ));
+        }
 
         let mut w = Vec::new();
         let text = |kv: &KeyValues, s: &str, k: &str| kv.get(s, k).map(str::to_string);
@@ -346,6 +465,10 @@ impl SessionRecord {
             .or_else(|| text(&summary, "Environment", "SerialNo"))
             .filter(|s| !s.eq_ignore_ascii_case("NA"));
         let instrument = Instrument {
+            manufacturer: software
+                .as_deref()
+                .filter(|s| s.to_ascii_lowercase().contains("visualspreadsheet"))
+                .map(|_| MANUFACTURER.to_string()),
             model: software.as_ref().map(|_| "FlowCam".to_string()),
             serial_number: serial,
             software,
@@ -393,8 +516,8 @@ impl SessionRecord {
             .number("Fluid", "FluidVolumeImaged_ml", &mut w)
             .filter(|v| *v > 0.0);
         let (volume, volume_source) = match (summary_volume, ctx_volume) {
-            (Some(v), _) => (Some(v), Some("run_summary")),
-            (None, Some(v)) => (Some(v), Some("ctx")),
+            (Some(v), _) => (Some(v), Some("run_summary".to_string())),
+            (None, Some(v)) => (Some(v), Some("ctx".to_string())),
             (None, None) => (None, None),
         };
         let mut notes_of_disagreement: Vec<String> = finding.warnings.clone();
@@ -430,14 +553,15 @@ impl SessionRecord {
         let sample = sample_facts(session, options, &ctx)?;
         let classes = cla
             .as_ref()
-            .map(|cla| check_class_lists(cla, &ids))
+            .map(|cla| check_class_lists(cla, ids, &sift))
             .unwrap_or_default();
+        let blanks = blanks_of(&sift, &classes);
         let mut raw = BTreeMap::new();
         if sources.contains_key("ctx") {
-            raw.insert("ctx", ctx.raw());
+            raw.insert("ctx".to_string(), ctx.raw());
         }
         if sources.contains_key("run_summary") {
-            raw.insert("run_summary", summary.raw());
+            raw.insert("run_summary".to_string(), summary.raw());
         }
         let mut all_warnings: Vec<String> = warnings
             .iter()
@@ -452,7 +576,7 @@ impl SessionRecord {
         }
         all_warnings.extend(notes_of_disagreement);
         Ok(SessionRecord {
-            format: "flowcam-pipeline session",
+            format: FORMAT.to_string(),
             version: SESSION_JSON_VERSION,
             session: session.experiment.clone(),
             sources,
@@ -462,6 +586,7 @@ impl SessionRecord {
             sample,
             notes,
             classes,
+            blanks,
             raw,
             warnings: all_warnings,
         })
@@ -481,7 +606,16 @@ fn hms_seconds(text: &str) -> Option<i64> {
 }
 
 /// The particles' ids and calibration witnesses, from `metadata.csv`.
-fn read_particles(path: &Path) -> anyhow::Result<(Vec<String>, Vec<Witness>)> {
+/// What ExtractMetadata needs of `metadata.csv`.
+struct Particles {
+    ids: Vec<String>,
+    witnesses: Vec<Witness>,
+    /// Each collage page and its particles' rectangles, in order of first appearance
+    /// (empty when the list has no placement columns).
+    pages: Vec<(String, Vec<Placement>)>,
+}
+
+fn read_particles(path: &Path) -> anyhow::Result<Particles> {
     let mut reader = csv::Reader::from_path(path).with_context(|| path.display().to_string())?;
     let header = reader.headers()?.clone();
     let column = |name: &str| header.iter().position(|h| h == name);
@@ -493,25 +627,112 @@ fn read_particles(path: &Path) -> anyhow::Result<(Vec<String>, Vec<Witness>)> {
         column("raw_perimeter"),
         column("cal_const"),
     );
-    let mut ids = Vec::new();
-    let mut witnesses = Vec::new();
+    let place = match (
+        column("collage_file"),
+        column("image_x"),
+        column("image_y"),
+        column("image_w"),
+        column("image_h"),
+    ) {
+        (Some(c), Some(x), Some(y), Some(w), Some(h)) => Some((c, [x, y, w, h])),
+        _ => None,
+    };
+    let mut particles = Particles {
+        ids: Vec::new(),
+        witnesses: Vec::new(),
+        pages: Vec::new(),
+    };
+    let mut page_of: HashMap<String, usize> = HashMap::new();
     for record in reader.records() {
         let record = record.with_context(|| path.display().to_string())?;
         let number = |c: Option<usize>| c.and_then(|c| record[c].parse::<f64>().ok());
-        ids.push(record[id].to_string());
-        witnesses.push(Witness {
+        particles.ids.push(record[id].to_string());
+        particles.witnesses.push(Witness {
             perimeter: number(perimeter),
             raw_perimeter: number(raw),
             cal_const: number(cal),
         });
+        let Some((collage, rect)) = place else {
+            continue;
+        };
+        let int = |c: usize| record[c].parse::<u32>().ok();
+        // A particle without a numeric id or rectangle is left unmeasured: DecollageImages
+        // reports it when it cuts the page.
+        let (Ok(pid), [Some(x), Some(y), Some(w), Some(h)]) =
+            (record[id].parse::<u64>(), rect.map(int))
+        else {
+            continue;
+        };
+        let name = &record[collage];
+        let page = *page_of.entry(name.to_string()).or_insert_with(|| {
+            particles.pages.push((name.to_string(), Vec::new()));
+            particles.pages.len() - 1
+        });
+        particles.pages[page].1.push(Placement {
+            id: pid,
+            x,
+            y,
+            w,
+            h,
+        });
     }
-    Ok((ids, witnesses))
+    Ok(particles)
+}
+
+/// The distinct plain collage file names of a `metadata.csv`, in order of first appearance
+/// (none when it cannot be read yet).
+fn collage_files(metadata_csv: &Path) -> Vec<String> {
+    let Ok(mut reader) = csv::Reader::from_path(metadata_csv) else {
+        return Vec::new();
+    };
+    let Some(column) = reader
+        .headers()
+        .ok()
+        .and_then(|h| h.iter().position(|name| name == "collage_file"))
+    else {
+        return Vec::new();
+    };
+    let mut seen = HashSet::new();
+    let mut names = Vec::new();
+    for record in reader.records().map_while(Result::ok) {
+        let name = &record[column];
+        if crate::flowcam::lst::check_plain_file_name(name).is_ok() && seen.insert(name.to_string())
+        {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
+/// The blank particles: by pixels, and by the blank class lists that were applied.
+fn blanks_of(sift: &Sift, classes: &[ClassListRecord]) -> Blanks {
+    let mut ids = sift.blank.clone();
+    let mut by_class_list = 0;
+    for list in classes
+        .iter()
+        .filter(|l| l.applied && l.kind == ClassListKind::Blank)
+    {
+        for id in list.classes.iter().flat_map(|c| c.ids.iter()) {
+            if ids.insert(*id) {
+                by_class_list += 1;
+            }
+        }
+    }
+    Blanks {
+        max_spread: blank::BLANK_MAX_SPREAD,
+        particles_measured: sift.measured,
+        particles_unmeasured: sift.unmeasured,
+        by_pixels: sift.blank.len(),
+        by_class_list,
+        count: ids.len(),
+        ids: ids.into_iter().collect(),
+    }
 }
 
 /// Each class list, applied only when it fits: every id it names is a particle of the
 /// `.lst`, and no particle is in two of its classes. (A list saved before particles were
 /// removed and the rest renumbered names ids that are gone, or other particles.)
-fn check_class_lists(cla: &ClassFile, ids: &[String]) -> Vec<ClassListRecord> {
+fn check_class_lists(cla: &ClassFile, ids: &[String], sift: &Sift) -> Vec<ClassListRecord> {
     let known: HashSet<u64> = ids.iter().filter_map(|i| i.parse().ok()).collect();
     cla.lists
         .iter()
@@ -554,6 +775,44 @@ fn check_class_lists(cla: &ClassFile, ids: &[String]) -> Vec<ClassListRecord> {
                         "particle {id} is in two of its classes; which one is meant cannot be told"
                     ),
                 )
+            } else if kind == ClassListKind::Blank {
+                // A blank list must also agree with the pixels: its particles exist, but
+                // the list may still be of another numbering of the same count.
+                let check = blank::list_agrees(
+                    list.classes
+                        .iter()
+                        .flat_map(|c| c.ids.iter())
+                        .map(|id| sift.blank.contains(id)),
+                );
+                if sift.measured == 0 {
+                    (
+                        false,
+                        "its particles' pixels could not be measured, so whether they are \
+                         blank cannot be told"
+                            .to_string(),
+                    )
+                } else if check.agrees {
+                    (
+                        true,
+                        format!(
+                            "all {named} of its ids are particles of the .lst, and {} of them \
+                             measure blank by their pixels",
+                            check.blank
+                        ),
+                    )
+                } else {
+                    (
+                        false,
+                        format!(
+                            "its ids are particles of the .lst, but only {} of its {} \
+                             particles measure blank by their pixels ({}% needed): it does \
+                             not fit this session",
+                            check.blank,
+                            check.listed,
+                            (blank::LIST_MIN_BLANK_SHARE * 100.0).round()
+                        ),
+                    )
+                }
             } else {
                 (
                     true,
@@ -658,7 +917,10 @@ fn sample_facts(
             sample_id_from_name(&session.name, options.depth_from_name)
         }
     };
-    sample.sources = sources;
+    sample.sources = sources
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     Ok(sample)
 }
 
@@ -785,7 +1047,22 @@ pub(super) const ENTRY: TaskEntry = TaskEntry {
     name: "ExtractMetadata",
     source: include_str!("../../tasks/ExtractMetadata.json"),
     session_input: "lst",
-    check: |_| Vec::new(),
+    check: |bridge| {
+        let folder = |f: &str| Path::new(f).parent().map(Path::to_path_buf);
+        let lst = bridge.first_file("lst").parent().map(Path::to_path_buf);
+        let elsewhere = bridge
+            .files("collages")
+            .into_iter()
+            .filter(|f| folder(f) != lst)
+            .count();
+        if elsewhere > 0 {
+            return vec![format!(
+                "input `collages`: {elsewhere} pages are not in the folder of the `lst` (the \
+                 session folder)"
+            )];
+        }
+        Vec::new()
+    },
     build: |bridge| {
         let session = bridge.session()?;
         bridge.stage_tables(false)?;

@@ -10,7 +10,7 @@ pub mod registry;
 mod session;
 mod upload;
 
-pub use decollage::{DecollageImages, DecollageOptions};
+pub use decollage::{BlankPolicy, DecollageImages, DecollageOptions};
 pub use ecotaxa::ExportEcoTaxa;
 pub use extract_metadata::{ExtractMetadata, ExtractOptions};
 pub use manifest::{MANIFEST_HEADER, Manifest, ManifestRow};

@@ -18,6 +18,7 @@ use crate::engine::{
     Digest, FileFingerprint, Item, Parameters, Plan, Staging, StopTask, Task, TaskRef,
 };
 use crate::tasks::Session;
+use crate::tasks::extract_metadata::SessionRecord;
 use crate::tasks::manifest::Manifest;
 use crate::tasks::registry::TaskEntry;
 use crate::upload::{
@@ -239,7 +240,7 @@ impl<'a> Deliveries<'a> {
             (ledger, known)
         };
 
-        let position = session_metadata(session);
+        let position = session_metadata(session)?;
         let mut vignettes = Vec::new();
         let manifest_path = session.manifest();
         let manifest = Manifest::read(&manifest_path)?;
@@ -254,6 +255,9 @@ impl<'a> Deliveries<'a> {
             add("particle-id", &row.particle_id);
             add("captured-at", &row.captured_at);
             add("class", &row.class);
+            if row.blank {
+                add("blank", "true");
+            }
             vignettes.push(Candidate {
                 path: session.vignettes_dir().join(file),
                 key: format!("{key_prefix}{file}"),
@@ -519,44 +523,37 @@ fn confirmed_ledger(
 /// The session's position, date and pixel size as object metadata: from `session.json`
 /// when ExtractMetadata wrote one (sample sheet, folder name or `.ctx`, by precedence),
 /// else from the folder name.
-fn session_metadata(session: &Session) -> Vec<(String, String)> {
+fn session_metadata(session: &Session) -> anyhow::Result<Vec<(String, String)>> {
     let mut metadata = Vec::new();
-    if is_header_safe(&session.experiment) {
-        metadata.push(("experiment".to_string(), session.experiment.clone()));
-    }
-    let record: Option<serde_json::Value> = std::fs::read(session.session_json())
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let Some(record) = record else {
-        if let Some(p) = &session.name.position {
-            metadata.push(("latitude".to_string(), format!("{:.4}", p.latitude)));
-            metadata.push(("longitude".to_string(), format!("{:.4}", p.longitude)));
-            metadata.push(("sample-date".to_string(), p.date.to_string()));
-            if let Some(depth) = p.depth_m {
-                metadata.push(("depth-m".to_string(), depth.to_string()));
-            }
-        }
-        return metadata;
-    };
-    let sample = &record["sample"];
-    let number = |v: &serde_json::Value| v.as_f64().filter(|n| n.is_finite());
-    if let (Some(lat), Some(lon)) = (number(&sample["latitude"]), number(&sample["longitude"])) {
-        metadata.push(("latitude".to_string(), format!("{lat:.4}")));
-        metadata.push(("longitude".to_string(), format!("{lon:.4}")));
-    }
     let mut text = |name: &str, value: Option<String>| {
         if let Some(value) = value.filter(|v| is_header_safe(v)) {
             metadata.push((name.to_string(), value));
         }
     };
-    text("sample-date", sample["date"].as_str().map(str::to_string));
-    text("depth-m", number(&sample["depth_m"]).map(|d| d.to_string()));
-    text("sample-id", sample["id"].as_str().map(str::to_string));
+    text("experiment", Some(session.experiment.clone()));
+    let Some(record) = SessionRecord::load(&session.session_json())? else {
+        if let Some(p) = &session.name.position {
+            text("latitude", Some(format!("{:.4}", p.latitude)));
+            text("longitude", Some(format!("{:.4}", p.longitude)));
+            text("sample-date", Some(p.date.to_string()));
+            text("depth-m", p.depth_m.map(|d| d.to_string()));
+        }
+        return Ok(metadata);
+    };
+    let sample = &record.sample;
+    let finite = |v: Option<f64>| v.filter(|n| n.is_finite());
+    if let (Some(lat), Some(lon)) = (finite(sample.latitude), finite(sample.longitude)) {
+        text("latitude", Some(format!("{lat:.4}")));
+        text("longitude", Some(format!("{lon:.4}")));
+    }
+    text("sample-date", sample.date.clone());
+    text("depth-m", finite(sample.depth_m).map(|d| d.to_string()));
+    text("sample-id", Some(sample.id.clone()));
     text(
         "um-per-pixel",
-        number(&record["calibration"]["um_per_pixel"]).map(|d| d.to_string()),
+        finite(record.calibration.um_per_pixel).map(|d| d.to_string()),
     );
-    metadata
+    Ok(metadata)
 }
 
 /// Printable ASCII only: what an HTTP header value can carry unencoded.
