@@ -59,7 +59,8 @@ pub struct VignetteTags<'a> {
 pub fn pixels_per_centimetre(um_per_pixel: f64) -> Option<(u32, u32)> {
     // 1 cm = 10^4 um; the denominator carries four decimals of the pixel size.
     let d = (um_per_pixel * 10_000.0).round();
-    (um_per_pixel.is_finite() && d >= 1.0 && d <= u32::MAX as f64).then(|| (100_000_000, d as u32))
+    (um_per_pixel.is_finite() && d >= 1.0 && d <= u32::MAX as f64)
+        .then_some((100_000_000, d as u32))
 }
 
 /// Encodes an uncompressed TIFF with EXIF and, when a position is known, GPS directories.
