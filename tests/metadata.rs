@@ -476,3 +476,121 @@ fn assert_the_facts_travel(session: &Session) {
         assert!(row.values().all(|v| v.chars().count() <= 250));
     }
 }
+
+/// A GPS coordinate read back as signed decimal degrees.
+fn gps(exif: &exif::Exif, value: exif::Tag, reference: exif::Tag) -> f64 {
+    let field = exif.get_field(value, exif::In::PRIMARY).unwrap();
+    let exif::Value::Rational(dms) = &field.value else {
+        panic!("{value} is {:?}", field.value);
+    };
+    let degrees = dms[0].to_f64() + dms[1].to_f64() / 60.0 + dms[2].to_f64() / 3600.0;
+    match exif_text(exif, reference).as_deref() {
+        Some("S") | Some("W") => -degrees,
+        _ => degrees,
+    }
+}
+
+#[test]
+fn a_sheets_position_and_the_serial_number_reach_tiff_png_and_table_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    // A folder name with no position: only the sheet gives one.
+    let name = "Tank25_run7";
+    let input = copy_fixture(dir.path(), name);
+    let ctx = input.join(format!("{FIXTURE}.ctx"));
+    let text = std::fs::read_to_string(&ctx).unwrap();
+    std::fs::write(&ctx, text.replace("SerialNo=NA", "SerialNo=FC8000-0420")).unwrap();
+    let sheet = dir.path().join("sheet.csv");
+    std::fs::write(
+        &sheet,
+        format!("session,latitude,longitude,sample_date,depth_m\n{name},50.25,-4.5,2023-05-03,2\n"),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let options = PipelineOptions {
+        extract: ExtractOptions {
+            sample_sheet: Some(sheet.clone()),
+            ..ExtractOptions::default()
+        },
+        ecotaxa: true,
+        ..PipelineOptions::default()
+    };
+    let (session, record) = run_pipeline(&input, out.path(), options.clone());
+    assert_eq!(record["instrument"]["serial_number"], "FC8000-0420");
+    let manifest = Manifest::read(&session.manifest()).unwrap();
+    let id = &manifest.rows[0].particle_id;
+    let tiff = session.vignettes_dir().join(format!("{name}_{id}.tif"));
+    let png = session
+        .output
+        .join("ecotaxa/images")
+        .join(format!("{name}_{id}.png"));
+    for path in [&tiff, &png] {
+        let exif = exif_of(path);
+        let what = path.display();
+        let lat = gps(&exif, exif::Tag::GPSLatitude, exif::Tag::GPSLatitudeRef);
+        let lon = gps(&exif, exif::Tag::GPSLongitude, exif::Tag::GPSLongitudeRef);
+        assert!((lat - 50.25).abs() < 1e-6, "{what}: {lat}");
+        assert!((lon + 4.5).abs() < 1e-6, "{what}: {lon}");
+        assert_eq!(
+            exif_text(&exif, exif::Tag::GPSDateStamp).as_deref(),
+            Some("2023:05:03"),
+            "{what}"
+        );
+        assert_eq!(
+            exif_text(&exif, exif::Tag::BodySerialNumber).as_deref(),
+            Some("FC8000-0420"),
+            "{what}"
+        );
+    }
+    let tsv = std::fs::read_to_string(session.output.join(format!("ecotaxa/ecotaxa_{name}.tsv")))
+        .unwrap();
+    let mut lines = tsv.trim_start_matches('\u{feff}').lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let row: Vec<&str> = lines.nth(1).unwrap().split('\t').collect();
+    let cell = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(cell("object_lat"), "50.2500");
+    assert_eq!(cell("object_lon"), "-4.5000");
+    assert_eq!(cell("object_date"), "20230503");
+    assert_eq!(cell("object_depth_min"), "2");
+    assert_eq!(cell("acq_serial_number"), "FC8000-0420");
+
+    // A new sheet value: the record is written again, but no page is measured again.
+    std::fs::write(
+        &sheet,
+        format!("session,latitude,longitude,sample_date\n{name},50.5,-4.5,2023-05-03\n"),
+    )
+    .unwrap();
+    let root: TaskRef = Arc::new(FlowCamPipeline::new(session.clone(), options.clone(), None));
+    let report = Runner::new(TOOL_VERSION, 2).run(&root).unwrap();
+    assert!(report.succeeded(), "{}", report.summary());
+    let extract = report.task("ExtractMetadata").unwrap();
+    assert_eq!(extract.state, TaskState::Ran);
+    assert_eq!((extract.items.ran, extract.items.skipped), (0, 1));
+    let exif = exif_of(&tiff);
+    let lat = gps(&exif, exif::Tag::GPSLatitude, exif::Tag::GPSLatitudeRef);
+    assert!((lat - 50.5).abs() < 1e-6, "{lat}");
+
+    // Another session's record, staged here by mistake, is refused by name.
+    let json = std::fs::read_to_string(session.session_json()).unwrap();
+    std::fs::write(
+        session.session_json(),
+        json.replace(
+            &format!("\"session\": \"{name}\""),
+            "\"session\": \"other\"",
+        ),
+    )
+    .unwrap();
+    let decollage: TaskRef = Arc::new(flowcam_pipeline::tasks::DecollageImages::new(
+        session.clone(),
+        Arc::new(flowcam_pipeline::tasks::ReadMetadata::new(session.clone())),
+        Default::default(),
+    ));
+    let report = Runner::new(TOOL_VERSION, 1)
+        .force(true)
+        .run(&decollage)
+        .unwrap();
+    let errors = report.task("DecollageImages").unwrap().errors.join("\n");
+    assert!(
+        errors.contains("the record of session other, not of Tank25_run7"),
+        "{errors}"
+    );
+}

@@ -213,8 +213,8 @@ pub struct Placement {
     pub h: u32,
 }
 
-/// What measuring every particle of a session found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What measuring particles found: one page's, or a session's once added up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sift {
     /// Particles whose crop was measured.
     pub measured: usize,
@@ -226,27 +226,20 @@ pub struct Sift {
     pub problems: Vec<String>,
 }
 
-/// Measures every particle's crop, page by page (`pages`: collage file in `folder`, and
-/// its particles), pages in parallel within the page memory budget. A page that cannot be
-/// read leaves its particles unmeasured (not blank) and says why; it fails nothing, since
-/// cutting that page reports it again.
-pub fn sift(folder: &Path, pages: &[(String, Vec<Placement>)]) -> Sift {
-    use rayon::prelude::*;
-    let per_page: Vec<Sift> = pages
-        .par_iter()
-        .map(|(collage, particles)| sift_page(folder, collage, particles))
-        .collect();
-    let mut all = Sift::default();
-    for page in per_page {
-        all.measured += page.measured;
-        all.unmeasured += page.unmeasured;
-        all.blank.extend(page.blank);
-        all.problems.extend(page.problems);
+impl Sift {
+    /// Adds another page's findings.
+    pub fn add(&mut self, page: Sift) {
+        self.measured += page.measured;
+        self.unmeasured += page.unmeasured;
+        self.blank.extend(page.blank);
+        self.problems.extend(page.problems);
     }
-    all
 }
 
-fn sift_page(folder: &Path, collage_file: &str, particles: &[Placement]) -> Sift {
+/// Measures the crops of one collage page's particles (`collage_file` in the session
+/// folder `folder`). A page that cannot be read leaves its particles unmeasured (not blank)
+/// and says why; it fails nothing, since cutting that page reports it again.
+pub fn sift_page(folder: &Path, collage_file: &str, particles: &[Placement]) -> Sift {
     let mut sift = Sift::default();
     let page = crate::flowcam::lst::check_plain_file_name(collage_file)
         .map_err(anyhow::Error::msg)

@@ -63,6 +63,10 @@ pub struct Finding {
     pub warnings: Vec<String>,
 }
 
+/// The pixel sizes taken for real, in micrometres: FlowCam objectives give about 0.1 to 10;
+/// anything outside this is a damaged file (and `1e305` would not even survive rounding).
+pub const PLAUSIBLE_UM_PER_PIXEL: std::ops::RangeInclusive<f64> = 0.01..=10_000.0;
+
 fn agrees(value: f64, reference: f64) -> bool {
     (value - reference).abs() <= TOLERANCE * reference.abs()
 }
@@ -156,6 +160,20 @@ pub fn establish(
             particles_agreeing: 0,
         });
     }
+    if let Some(size) = finding.pixel_size.take() {
+        if PLAUSIBLE_UM_PER_PIXEL.contains(&size.um_per_pixel) {
+            finding.pixel_size = Some(size);
+        } else {
+            finding.warnings.push(format!(
+                "a pixel size of {} µm ({}) is not plausible (outside {} to {} µm): none is \
+                 recorded",
+                size.um_per_pixel,
+                source_words(size.source),
+                PLAUSIBLE_UM_PER_PIXEL.start(),
+                PLAUSIBLE_UM_PER_PIXEL.end()
+            ));
+        }
+    }
     if let Some(size) = &finding.pixel_size {
         for (name, value) in [
             (".ctx [Fluid] CalibrationConstant", ctx),
@@ -195,6 +213,21 @@ pub fn source_words(source: PixelSizeSource) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_implausible_pixel_size_is_none_with_a_warning() {
+        for bad in [1e305, 1e-9, 20_000.0] {
+            let finding = establish(std::iter::empty(), Some(bad), None);
+            assert_eq!(finding.pixel_size, None, "{bad}");
+            assert!(finding.warnings[0].contains("not plausible"), "{bad}");
+        }
+        let cal = |c: f64| Witness {
+            cal_const: Some(c),
+            ..Witness::default()
+        };
+        let finding = establish([("1".to_string(), cal(1e305))], None, None);
+        assert_eq!(finding.pixel_size, None);
+    }
 
     fn particle(id: usize, perimeter: f64, raw: f64, cal: f64) -> (String, Witness) {
         (

@@ -180,6 +180,8 @@ struct Pages<'a> {
     sizes: Mutex<HashMap<usize, u64>>,
     /// What `session.json` says of the session and its particles.
     facts: Facts,
+    /// Whether the rows have fields named `class` and `blank` of their own (embedded).
+    own_fields: (bool, bool),
 }
 
 /// What the vignettes carry from `session.json` (or, without one, the folder name).
@@ -198,7 +200,7 @@ struct Facts {
 
 impl Facts {
     fn read(session: &Session, policy: BlankPolicy) -> anyhow::Result<Facts> {
-        let Some(record) = SessionRecord::load(&session.session_json())? else {
+        let Some(record) = SessionRecord::load_for(session)? else {
             return Ok(Facts {
                 position: session.name.position,
                 ..Facts::default()
@@ -206,7 +208,7 @@ impl Facts {
         };
         let instrument = &record.instrument;
         Ok(Facts {
-            position: record.position(),
+            position: SessionRecord::vignette_position(session, Some(&record)),
             make: instrument.manufacturer.clone(),
             model: instrument.model.clone(),
             serial_number: instrument.serial_number.clone(),
@@ -308,12 +310,16 @@ impl<'a> Pages<'a> {
         }
         Ok(Pages {
             task,
-            fields,
             rows,
             pages,
             columns,
             sizes: Mutex::default(),
             facts: Facts::read(session, task.options.blanks)?,
+            own_fields: (
+                task.options.embed_measurements && fields.iter().any(|f| f.name == "class"),
+                task.options.embed_measurements && fields.iter().any(|f| f.name == "blank"),
+            ),
+            fields,
         })
     }
 
@@ -415,7 +421,12 @@ impl Plan for Pages<'_> {
             if self.task.options.embed_measurements {
                 row_json(&self.fields, row, &mut description);
             }
-            annotate(&mut description, class, blank);
+            // A `.lst` field of the same name keeps its place (JSON keys must be unique).
+            annotate(
+                &mut description,
+                class.filter(|_| !self.own_fields.0),
+                blank && !self.own_fields.1,
+            );
             let tags = VignetteTags {
                 description: (!description.is_empty()).then_some(description.as_str()),
                 taken: taken.as_deref(),

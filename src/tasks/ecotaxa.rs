@@ -20,7 +20,7 @@
 use crate::engine::{Digest, Item, Parameters, Plan, Staging, Task, TaskRef};
 use crate::flowcam::SamplePosition;
 use crate::flowcam::lst::{Field, parse_timestamp};
-use crate::flowcam::vignette::{BODY_SERIAL_NUMBER, SOFTWARE, degrees_minutes_seconds};
+use crate::flowcam::vignette::{SOFTWARE, degrees_minutes_seconds};
 use crate::tasks::Session;
 use crate::tasks::extract_metadata::SessionRecord;
 use crate::tasks::manifest::{Manifest, ManifestRow};
@@ -281,7 +281,7 @@ impl<'a> Export<'a> {
             measurements,
             numeric: measurement_columns(&schema.fields),
             image_id: schema.fields.iter().position(|f| f.name == "image_id"),
-            record: SessionRecord::load(&session.session_json())?,
+            record: SessionRecord::load_for(session)?,
         })
     }
 
@@ -502,12 +502,23 @@ impl Plan for Export<'_> {
 
     fn run_item(&self, index: usize, out: &mut Staging) -> anyhow::Result<()> {
         let (_, indices) = &self.pages[index];
-        let position = self.task.session.name.position.as_ref();
+        // As the TIFFs have them (their bytes are this item's inputs, so a change reruns it).
+        let position = SessionRecord::vignette_position(&self.task.session, self.record.as_ref());
+        let serial = self
+            .record
+            .as_ref()
+            .and_then(|r| r.instrument.serial_number.as_deref())
+            .filter(|s| crate::flowcam::vignette::is_tag_text(s));
         let images = self.task.images_dir();
         for &i in indices {
             let v = &self.vignettes[i];
-            let png = to_png(&self.tiff_path(v), &v.captured_at, position)
-                .with_context(|| format!("particle {}", v.particle_id))?;
+            let png = to_png(
+                &self.tiff_path(v),
+                &v.captured_at,
+                position.as_ref(),
+                serial,
+            )
+            .with_context(|| format!("particle {}", v.particle_id))?;
             out.write(images.join(self.png_name(v)), &png)?;
         }
         Ok(())
@@ -575,8 +586,8 @@ fn measurement_columns(fields: &[Field]) -> Vec<(usize, String)> {
     columns
 }
 
-/// A text cell EcoTaxa accepts: no tab or line break (the csv writer would quote them, and
-/// EcoTaxa does not read quotes), at most [`MAX_TEXT`] characters.
+/// A text cell EcoTaxa accepts: at most [`MAX_TEXT`] characters, and no tab or line break
+/// (control characters become spaces: a value read from a side file is one line).
 fn text(value: String) -> String {
     let clean = |c: char| if c.is_control() { ' ' } else { c };
     if value.chars().count() <= MAX_TEXT && !value.chars().any(char::is_control) {
@@ -622,6 +633,7 @@ fn to_png(
     tiff_path: &Path,
     captured_at: &str,
     position: Option<&SamplePosition>,
+    serial_number: Option<&str>,
 ) -> anyhow::Result<Vec<u8>> {
     use tiff::decoder::{Decoder, DecodingResult};
     let bytes = std::fs::read(tiff_path)
@@ -645,7 +657,9 @@ fn to_png(
             description: ascii(tiff::tags::Tag::ImageDescription)?,
             make: ascii(tiff::tags::Tag::Make)?,
             model: ascii(tiff::tags::Tag::Model)?,
-            serial_number: ascii(tiff::tags::Tag::Unknown(BODY_SERIAL_NUMBER))?,
+            // In the EXIF directory, which the decoder does not read: as the TIFF's writer
+            // was given it.
+            serial_number: serial_number.map(str::to_string),
             resolution: resolution_of(&mut decoder)?,
         };
         let pixels = match decoder.read_image()? {
@@ -679,12 +693,14 @@ fn to_png(
     info.exif_metadata = Some(exif.into());
     if let Some(per_cm) = instrument.pixels_per_centimetre() {
         // pHYs, for viewers that read no EXIF: pixels per metre.
-        let per_metre = (100.0 * per_cm).round() as u32;
-        info.pixel_dims = Some(png::PixelDimensions {
-            xppu: per_metre,
-            yppu: per_metre,
-            unit: png::Unit::Meter,
-        });
+        let per_metre = (100.0 * per_cm).round();
+        if per_metre >= 1.0 && per_metre <= u32::MAX as f64 {
+            info.pixel_dims = Some(png::PixelDimensions {
+                xppu: per_metre as u32,
+                yppu: per_metre as u32,
+                unit: png::Unit::Meter,
+            });
+        }
     }
     let mut png_bytes = Vec::with_capacity(pixels.len() / 2 + 4096);
     let mut writer = png::Encoder::with_info(&mut png_bytes, info)?.write_header()?;
@@ -931,7 +947,7 @@ mod tests {
             let tiff = vignette::encode(&pixels, w, h, format, &tags).unwrap();
             let path = dir.path().join(format!("{format:?}.tif"));
             std::fs::write(&path, tiff).unwrap();
-            let bytes = to_png(&path, "", None).unwrap();
+            let bytes = to_png(&path, "", None, None).unwrap();
 
             let mut reader = png::Decoder::new(Cursor::new(&bytes)).read_info().unwrap();
             let mut decoded = vec![0; reader.output_buffer_size().unwrap()];

@@ -7,7 +7,7 @@
 //! document and the log, never a failure. The sample sheet is the user's own: a bad value
 //! in this session's row fails the task, naming file, line and column.
 
-use crate::engine::{Parameters, Plan, Staging, Task, TaskRef};
+use crate::engine::{Digest, Item, Parameters, Plan, Staging, Task, TaskRef};
 use crate::flowcam::SamplePosition;
 use crate::flowcam::blank::{self, Placement, Sift};
 use crate::flowcam::calibration::{self, PixelSize, Witness};
@@ -67,15 +67,36 @@ impl ExtractMetadata {
         }
     }
 
-    /// The side files this session has, by kind.
+    /// Where this session's side files are, by kind. VisualSpreadsheet names them after the
+    /// run, as it names the `.lst`; a folder renamed since keeps the old names inside, so
+    /// the `.lst`'s name comes first and the folder's second.
     fn side_files(&self) -> [(&'static str, PathBuf); 4] {
         let dir = &self.session.input;
-        let base = &self.session.name.name;
+        let lst_stem = crate::flowcam::lst::files_in(dir)
+            .ok()
+            .and_then(|lists| lists.into_iter().next())
+            .and_then(|lst| lst.file_stem().map(|s| s.to_string_lossy().into_owned()));
+        let bases: Vec<&str> = lst_stem
+            .iter()
+            .map(String::as_str)
+            .chain([self.session.name.name.as_str()])
+            .collect();
+        let find = |suffix: &str| {
+            let candidates: Vec<PathBuf> = bases
+                .iter()
+                .map(|b| dir.join(format!("{b}{suffix}")))
+                .collect();
+            candidates
+                .iter()
+                .find(|p| p.exists())
+                .unwrap_or(&candidates[0])
+                .clone()
+        };
         [
-            ("ctx", dir.join(format!("{base}.ctx"))),
-            ("run_summary", dir.join(format!("{base}_run_summary.txt"))),
-            ("notes", dir.join(format!("{base}_notes.txt"))),
-            ("cla", dir.join(format!("{base}.cla"))),
+            ("ctx", find(".ctx")),
+            ("run_summary", find("_run_summary.txt")),
+            ("notes", find("_notes.txt")),
+            ("cla", find(".cla")),
         ]
     }
 }
@@ -144,24 +165,88 @@ impl Task for ExtractMetadata {
     }
 
     fn prepare(&self) -> anyhow::Result<Box<dyn Plan + '_>> {
-        Ok(Box::new(Extract { task: self }))
+        Ok(Box::new(Extract {
+            task: self,
+            particles: read_particles(&self.session.metadata_csv())?,
+        }))
     }
 }
 
+/// One work item per collage page: the blank test on its particles' crops, whose findings
+/// are kept in `.state/sift/` (so a page is measured once, resumes after a kill, and runs
+/// on the engine's workers); then `finish` reads the side files and writes the record.
 struct Extract<'a> {
     task: &'a ExtractMetadata,
+    particles: Particles,
+}
+
+/// Changes when the blank test does: every page is measured again.
+const SIFT_VERSION: &str = "blank-test-1";
+
+impl Extract<'_> {
+    /// Where a page's findings are kept.
+    fn page_findings(&self, collage: &str) -> PathBuf {
+        let name = Digest::new().str(collage).hex();
+        self.task
+            .session
+            .state_dir()
+            .join("sift")
+            .join(format!("{name}.json"))
+    }
 }
 
 impl Plan for Extract<'_> {
+    fn items(&self) -> Vec<Item> {
+        self.particles
+            .pages
+            .iter()
+            .map(|(collage, placements)| {
+                let mut digest = Digest::new()
+                    .str(SIFT_VERSION)
+                    .str(&blank::BLANK_MAX_SPREAD.to_string());
+                for p in placements {
+                    digest = digest.str(&format!("{} {} {} {} {}", p.id, p.x, p.y, p.w, p.h));
+                }
+                Item {
+                    key: collage.clone(),
+                    inputs: vec![self.task.session.input.join(collage)],
+                    fingerprint: digest.hex(),
+                }
+            })
+            .collect()
+    }
+
+    fn run_item(&self, index: usize, out: &mut Staging) -> anyhow::Result<()> {
+        let (collage, placements) = &self.particles.pages[index];
+        let sift = blank::sift_page(&self.task.session.input, collage, placements);
+        out.write(self.page_findings(collage), &serde_json::to_vec(&sift)?)?;
+        Ok(())
+    }
+
     fn finish(&self, out: &mut Staging) -> anyhow::Result<()> {
-        let record = SessionRecord::read(&self.task.session, &self.task.options, |kind| {
-            self.task
-                .side_files()
-                .into_iter()
-                .find(|(k, _)| *k == kind)
-                .map(|(_, p)| p)
-                .expect("a known kind")
-        })?;
+        let mut sift = Sift::default();
+        for (collage, _) in &self.particles.pages {
+            let path = self.page_findings(collage);
+            let page: Sift = std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| Ok(serde_json::from_slice(&bytes)?))
+                .with_context(|| format!("{}: the blank test of {collage}", path.display()))?;
+            sift.add(page);
+        }
+        let record = SessionRecord::read(
+            &self.task.session,
+            &self.task.options,
+            &self.particles,
+            &sift,
+            |kind| {
+                self.task
+                    .side_files()
+                    .into_iter()
+                    .find(|(k, _)| *k == kind)
+                    .map(|(_, p)| p)
+                    .expect("a known kind")
+            },
+        )?;
         for warning in &record.warnings {
             tracing::warn!(session = %self.task.session.experiment, "{warning}");
         }
@@ -344,17 +429,47 @@ impl SessionRecord {
         Ok(Some(record))
     }
 
+    /// This session's `session.json`, if it has one: as [`SessionRecord::load`], and it
+    /// must be the record of this session (a file staged from another run is refused).
+    pub fn load_for(session: &Session) -> anyhow::Result<Option<SessionRecord>> {
+        let path = session.session_json();
+        let record = SessionRecord::load(&path)?;
+        if let Some(record) = &record
+            && record.session != session.experiment
+        {
+            bail!(
+                "{}: the record of session {}, not of {}; rerun with --force",
+                path.display(),
+                record.session,
+                session.experiment
+            );
+        }
+        Ok(record)
+    }
+
     /// The sample's position for the vignettes' GPS tags: latitude, longitude and date
-    /// must all be known.
+    /// must all be known and possible (a hand-edited file may say otherwise).
     pub fn position(&self) -> Option<SamplePosition> {
         let s = &self.sample;
         let date = chrono::NaiveDate::parse_from_str(s.date.as_deref()?, "%Y-%m-%d").ok()?;
         Some(SamplePosition {
-            latitude: s.latitude.filter(|v| v.is_finite())?,
-            longitude: s.longitude.filter(|v| v.is_finite())?,
+            latitude: s.latitude.filter(|v| (-90.0..=90.0).contains(v))?,
+            longitude: s.longitude.filter(|v| (-180.0..=180.0).contains(v))?,
             date,
-            depth_m: s.depth_m.filter(|v| v.is_finite()),
+            depth_m: s.depth_m.filter(|v| v.is_finite() && *v >= 0.0),
         })
+    }
+
+    /// The position the vignettes carry: `record`'s sample when there is a record (sample
+    /// sheet, folder name or `.ctx`, by precedence), else the folder name's.
+    pub fn vignette_position(
+        session: &Session,
+        record: Option<&SessionRecord>,
+    ) -> Option<SamplePosition> {
+        match record {
+            Some(record) => record.position(),
+            None => session.name.position,
+        }
     }
 
     /// Each particle's class, by id, from the taxa lists that were applied (a particle in
@@ -376,9 +491,11 @@ impl SessionRecord {
     }
 
     /// Reads everything for `session`; `side_file(kind)` says where each side file is.
-    pub fn read(
+    fn read(
         session: &Session,
         options: &ExtractOptions,
+        particles: &Particles,
+        sift: &Sift,
         side_file: impl Fn(&str) -> PathBuf,
     ) -> anyhow::Result<SessionRecord> {
         let mut warnings: Vec<Warning> = Vec::new();
@@ -429,9 +546,7 @@ impl SessionRecord {
             None => None,
         };
         warnings.append(&mut unread);
-        let particles = read_particles(&session.metadata_csv())?;
         let (ids, witnesses) = (&particles.ids, &particles.witnesses);
-        let sift = blank::sift(&session.input, &particles.pages);
         if particles.pages.is_empty() && !ids.is_empty() {
             warnings.push(Warning::new(
                 &session.metadata_csv(),
@@ -553,9 +668,9 @@ impl SessionRecord {
         let sample = sample_facts(session, options, &ctx)?;
         let classes = cla
             .as_ref()
-            .map(|cla| check_class_lists(cla, ids, &sift))
+            .map(|cla| check_class_lists(cla, ids, sift))
             .unwrap_or_default();
-        let blanks = blanks_of(&sift, &classes);
+        let blanks = blanks_of(sift, &classes);
         let mut raw = BTreeMap::new();
         if sources.contains_key("ctx") {
             raw.insert("ctx".to_string(), ctx.raw());
@@ -853,8 +968,22 @@ fn sample_facts(
     let sheet_number = |key: &str| sheet.as_ref().and_then(|s| s.numbers.get(key).copied());
     let position = session.name.position.as_ref();
     let mut w = Vec::new();
-    let ctx_lat = ctx.number("General", "LocationLatitude", &mut w);
-    let ctx_lon = ctx.number("General", "LocationLongitude", &mut w);
+    // An impossible position in the .ctx is left out, and 0, 0 is what an unset one reads
+    // as rather than a place in the Gulf of Guinea.
+    let ctx_position = match (
+        ctx.number("General", "LocationLatitude", &mut w),
+        ctx.number("General", "LocationLongitude", &mut w),
+    ) {
+        (Some(lat), Some(lon))
+            if (-90.0..=90.0).contains(&lat)
+                && (-180.0..=180.0).contains(&lon)
+                && (lat, lon) != (0.0, 0.0) =>
+        {
+            Some((lat, lon))
+        }
+        _ => None,
+    };
+    let (ctx_lat, ctx_lon) = (ctx_position.map(|p| p.0), ctx_position.map(|p| p.1));
     let mut sources = BTreeMap::new();
     set_number(
         "latitude",
@@ -1048,8 +1177,10 @@ pub(super) const ENTRY: TaskEntry = TaskEntry {
     source: include_str!("../../tasks/ExtractMetadata.json"),
     session_input: "lst",
     check: |bridge| {
-        let folder = |f: &str| Path::new(f).parent().map(Path::to_path_buf);
-        let lst = bridge.first_file("lst").parent().map(Path::to_path_buf);
+        // As absolute paths: `./x.lst` and `x_000001.tif` are in one folder.
+        let folder = |f: &Path| f.parent().map(crate::tasks::session::absolute);
+        let lst = folder(&crate::tasks::session::absolute(&bridge.first_file("lst")));
+        let folder = |f: &str| folder(&crate::tasks::session::absolute(Path::new(f)));
         let elsewhere = bridge
             .files("collages")
             .into_iter()

@@ -531,7 +531,7 @@ fn session_metadata(session: &Session) -> anyhow::Result<Vec<(String, String)>> 
         }
     };
     text("experiment", Some(session.experiment.clone()));
-    let Some(record) = SessionRecord::load(&session.session_json())? else {
+    let Some(record) = SessionRecord::load_for(session)? else {
         if let Some(p) = &session.name.position {
             text("latitude", Some(format!("{:.4}", p.latitude)));
             text("longitude", Some(format!("{:.4}", p.longitude)));
