@@ -275,7 +275,23 @@ fn without_side_files_the_record_has_only_what_the_particles_and_name_say() {
     assert_eq!(sample["depth_m"], 3.0);
     assert_eq!(sample["sources"]["depth_m"], "folder_name");
     assert_eq!(sample["id"], name);
-    assert!(common::vignettes(&session).len() > 50);
+    // The vignettes are as without ExtractMetadata but for the pixel size, which the rows
+    // prove: no instrument, no class, no blank mark.
+    let vignettes = common::vignettes(&session);
+    assert_eq!(vignettes.len(), 102);
+    for path in &vignettes {
+        let exif = exif_of(path);
+        assert_eq!(exif_text(&exif, exif::Tag::Make), None);
+        assert_eq!(exif_text(&exif, exif::Tag::Model), None);
+        let description = exif_text(&exif, exif::Tag::ImageDescription).unwrap();
+        let description: Value = serde_json::from_str(&description).unwrap();
+        assert_eq!(description.get("class"), None);
+        assert_eq!(description.get("blank"), None);
+        let unit = exif
+            .get_field(exif::Tag::ResolutionUnit, exif::In::PRIMARY)
+            .unwrap();
+        assert_eq!(unit.value.get_uint(0), Some(3));
+    }
 
     // The trailing number read as a replicate: no depth, and the sample drops it.
     let out = tempfile::tempdir().unwrap();

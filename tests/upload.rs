@@ -217,6 +217,53 @@ fn wait_for_ledger_lines(work: &Workplace, child: &mut Child, lines: usize) {
 }
 
 #[test]
+fn skipped_blanks_never_reach_the_bucket_and_flagged_ones_are_marked_with_their_class() {
+    let garage = Garage::shared();
+    let work = Workplace::with_fixture(&garage, POSITIONED);
+    let all = common::blanks::particles(&work.input);
+    let painted: Vec<_> = all.iter().take(4).copied().collect();
+    common::blanks::paint_uniform(&work.input.join(common::blanks::PAGE), &painted);
+    let blank_ids: Vec<u64> = painted.iter().map(|p| p.0).collect();
+    let classified = all[10].0;
+    std::fs::write(
+        work.input.join(format!("{FIXTURE}.cla")),
+        common::blanks::class_file(&[("taxa", "Daphnia", &[classified])]),
+    )
+    .unwrap();
+    let prefix = unique_prefix("blanks");
+    let key_prefix = format!("{prefix}/{POSITIONED}/");
+    let key = |id: u64| format!("{key_prefix}{POSITIONED}_{id}.tif");
+    let args = ["--s3-bucket", garage.bucket(), "--s3-prefix", &prefix];
+
+    let skip = work.run(&[&args[..], &["--blanks", "skip"]].concat());
+    assert_eq!(skip.status.code(), Some(0), "{}", text(&skip));
+    let remote = garage.list(garage.bucket(), &key_prefix);
+    assert_eq!(remote.len(), 102 - 4 + 4, "98 vignettes and the 4 tables");
+    for id in &blank_ids {
+        assert!(!remote.contains_key(&key(*id)), "blank {id} was uploaded");
+    }
+    // The manifest in the bucket still lists them, marked and without a file.
+    let manifest =
+        String::from_utf8(garage.get(garage.bucket(), &format!("{key_prefix}manifest.csv")))
+            .unwrap();
+    let listed: Vec<&str> = manifest.lines().filter(|l| l.ends_with(",true")).collect();
+    assert_eq!(listed.len(), 4, "{manifest}");
+    assert!(listed.iter().all(|l| l.starts_with(",")), "{listed:?}");
+    let (_, metadata) = garage.head(garage.bucket(), &key(classified));
+    assert_eq!(metadata["class"], "Daphnia");
+    assert!(!metadata.contains_key("blank"));
+
+    // flag: the blanks arrive, marked.
+    let flag = work.run(&args);
+    assert_eq!(flag.status.code(), Some(0), "{}", text(&flag));
+    assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
+    for id in &blank_ids {
+        let (_, metadata) = garage.head(garage.bucket(), &key(*id));
+        assert_eq!(metadata["blank"], "true", "{id}");
+    }
+}
+
+#[test]
 fn the_fixture_lands_with_keys_sizes_and_metadata_and_a_rerun_sends_nothing() {
     let garage = Garage::shared();
     let work = Workplace::with_fixture(&garage, POSITIONED);

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod blanks;
 pub mod garage;
 pub mod stage;
 pub mod upload_api;
