@@ -95,6 +95,9 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         json_file: Option<PathBuf>,
     },
+    /// Serve a web dashboard of the sessions under a root (and its JSON API) on
+    /// 127.0.0.1:8080 unless told otherwise. Reads only.
+    Serve(Box<ServeArgs>),
     /// Benchmark floor: decode every collage of a session and nothing else.
     #[command(hide = true)]
     DecodeOnly {
@@ -344,6 +347,30 @@ pub struct StatusArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A root of session folders (or one session folder).
+    #[arg(long, short = 'd')]
+    pub directory: PathBuf,
+    /// Where the outputs are, one folder per session.
+    #[arg(
+        long,
+        short = 'o',
+        default_value = "output",
+        env = "FLOWCAM_OUTPUT_DIRECTORY"
+    )]
+    pub output_directory: PathBuf,
+    /// The address to listen on: loopback unless you mean to share the dashboard (pages
+    /// and reads are open to whoever can reach it).
+    #[arg(long, value_name = "ADDRESS:PORT", default_value = crate::serve::DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// As for a run: how long a session's files must be unchanged before it is ready.
+    #[arg(long, value_name = "SECONDS", env = "FLOWCAM_SETTLE_SECONDS")]
+    pub settle_seconds: Option<u64>,
+    #[command(flatten)]
+    pub tasks: TaskArgs,
+}
+
+#[derive(Args, Debug)]
 pub struct LogArgs {
     /// The session's folder, or its name (experiment) under the output folder.
     #[arg(value_name = "SESSION")]
@@ -398,6 +425,27 @@ pub fn main() -> ExitCode {
                         }
                     }
                     status(args)
+                }
+                Err(code) => code,
+            }
+        }
+        Some(Command::Serve(args)) => {
+            init_logging(0, false, LogFormat::Text, None);
+            let sub = matches.subcommand_matches("serve").expect("serve matches");
+            match load_config(&args.tasks) {
+                Ok(config) => {
+                    if let Some(config) = &config {
+                        merge_tasks(&mut args.tasks, sub, config);
+                        if !from_user(sub, "output_directory")
+                            && let Some(dir) = &config.output_directory
+                        {
+                            args.output_directory = dir.clone();
+                        }
+                        if !from_user(sub, "settle_seconds") && config.settle_seconds.is_some() {
+                            args.settle_seconds = config.settle_seconds;
+                        }
+                    }
+                    serve(args)
                 }
                 Err(code) => code,
             }
@@ -938,6 +986,34 @@ fn lock_error(session: &Session, e: LockError) -> u8 {
         }
         LockError::Io { .. } => {
             eprintln!("error: {e}");
+            exit::SETUP
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> u8 {
+    if !args.directory.is_dir() {
+        eprintln!("error: {}: not a folder", args.directory.display());
+        return exit::SETUP;
+    }
+    let single = crate::ingest::is_session(&args.directory);
+    let catalog = crate::serve::catalog::Catalog {
+        root: args.directory.clone(),
+        output_root: args.output_directory.clone(),
+        recursive: args.tasks.recursive,
+        options: options(&args.tasks),
+        delivery: args.tasks.upload.delivery(),
+        settle: settle_time(args.settle_seconds, single),
+    };
+    let served = crate::serve::run(catalog, args.listen, |address| {
+        println!("serving {} on http://{address}/", args.directory.display());
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    });
+    match served {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             exit::SETUP
         }
     }

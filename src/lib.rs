@@ -19,6 +19,7 @@ pub mod interrupt;
 pub mod operation;
 pub mod pass;
 pub mod progress;
+pub mod serve;
 pub mod status;
 pub mod synthetic;
 pub mod tasks;

@@ -26,7 +26,7 @@ pub enum TaskProgress {
 
 /// One session's state, the most pressing of its tasks' (failed before interrupted before
 /// waiting before stale).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     Complete,

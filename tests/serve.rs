@@ -1,0 +1,276 @@
+//! `serve`: the dashboard and its JSON API over HTTP on 127.0.0.1, against a root of a
+//! processed real session, a failed one and one not started, with the real binary.
+
+mod common;
+
+use common::{FIXTURE, bin, copy_fixture, run_bin, text};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+/// A running `serve`, stopped when dropped.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(root: &Path, out: &Path) -> Server {
+        let mut child = bin()
+            .args([
+                "serve",
+                "-d",
+                root.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ])
+            .args(["--listen", "127.0.0.1:0", "--settle-seconds", "0"])
+            .current_dir(root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .rsplit_once("http://")
+            .map(|(_, a)| a.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Server { child, address }
+    }
+
+    /// `GET target`: (status, headers lowercased, body).
+    fn get(&self, target: &str) -> (u16, String, Vec<u8>) {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        write!(
+            stream,
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.address
+        )
+        .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a complete response");
+        let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
+        let status = head[9..12].parse().unwrap();
+        let mut body = response[split + 4..].to_vec();
+        if head.contains("transfer-encoding: chunked") {
+            body = dechunk(&body);
+        }
+        (status, head, body)
+    }
+
+    fn page(&self, target: &str) -> String {
+        let (status, _, body) = self.get(target);
+        assert_eq!(status, 200, "{target}");
+        String::from_utf8(body).unwrap()
+    }
+
+    fn json(&self, target: &str) -> Value {
+        let (status, head, body) = self.get(target);
+        assert_eq!(status, 200, "{target}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(head.contains("cache-control: no-store"), "{head}");
+        serde_json::from_slice(&body).unwrap()
+    }
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let end = body.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&body[..end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[end + 2..end + 2 + size]);
+        body = &body[end + 2 + size + 2..];
+    }
+}
+
+/// A root of three sessions: the bundled real one, processed; one whose `.lst` is broken,
+/// run and failed; one never run.
+fn root(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = dir.join("root");
+    let out = dir.join("out");
+    std::fs::create_dir_all(&root).unwrap();
+    copy_fixture(&root, FIXTURE);
+    let broken = copy_fixture(&root, "Broken_54.0143_-2.7770_04052023_1");
+    std::fs::write(
+        broken.join(format!("{FIXTURE}.lst")),
+        b"not a particle list\n",
+    )
+    .unwrap();
+    copy_fixture(&root, "Later_54.0143_-2.7770_05052023_1");
+    for name in [FIXTURE, "Broken_54.0143_-2.7770_04052023_1"] {
+        let output = run_bin(&[
+            "-d",
+            root.join(name).to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--no-upload",
+            "-q",
+        ]);
+        assert_eq!(
+            output.status.success(),
+            name == FIXTURE,
+            "{}",
+            text(&output)
+        );
+    }
+    (root, out)
+}
+
+#[test]
+fn the_dashboard_and_the_api_tell_every_session_and_what_became_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, out) = root(dir.path());
+    let server = Server::start(&root, &out);
+
+    // The API says what `status --json` says, in the same shapes.
+    let api = server.json("/api/sessions");
+    let status = run_bin(&[
+        "status",
+        "--json",
+        "-d",
+        root.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--settle-seconds",
+        "0",
+    ]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(api, status);
+    let states: Vec<(&str, &str)> = api
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["experiment"].as_str().unwrap_or(""),
+                s["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(states.contains(&(FIXTURE, "complete")), "{states:?}");
+    assert_eq!(states.len(), 3, "{states:?}");
+    let failed = server.json("/api/sessions?state=failed");
+    assert_eq!(failed.as_array().unwrap().len(), 1, "{failed}");
+    assert_eq!(
+        server.json("/api/sessions?state=complete")[0]["experiment"],
+        FIXTURE
+    );
+
+    // The list page: every session linked, with its state and counts.
+    let page = server.page("/");
+    for name in [
+        FIXTURE,
+        "Broken_54.0143_-2.7770_04052023_1",
+        "Later_54.0143_-2.7770_05052023_1",
+    ] {
+        assert!(
+            page.contains(&format!("<a href=\"/sessions/{name}\">{name}</a>")),
+            "{name}"
+        );
+    }
+    assert!(
+        page.contains(
+            "<td class=\"state-complete\">complete</td><td>102</td><td>102</td><td>0</td>"
+        ),
+        "{page}"
+    );
+    assert!(page.contains("state-failed"));
+    let filtered = server.page("/?state=not_started");
+    assert!(filtered.contains("Later_54.0143_-2.7770_05052023_1"));
+    assert!(!filtered.contains(&format!(">{FIXTURE}<")));
+
+    // A session page: its tasks, three plots drawn, the instrument's record, runs, log.
+    let page = server.page(&format!("/sessions/{FIXTURE}"));
+    assert_eq!(page.matches("<svg").count(), 3, "{page}");
+    assert!(page.matches("<rect").count() > 30);
+    assert!(
+        page.contains("<dt>software</dt><dd>VisualSpreadsheet</dd>"),
+        "{page}"
+    );
+    assert!(page.contains("<dt>um_per_pixel</dt><dd>9.25</dd>"));
+    assert!(page.contains("<td>DecollageImages</td><td class=\"state-complete\">complete</td>"));
+    assert!(page.contains("<h2>Log</h2>"));
+    let detail = server.json(&format!("/api/sessions/{FIXTURE}"));
+    assert_eq!(detail["status"], status[api_index(&api, FIXTURE)]);
+    assert_eq!(detail["record"]["instrument"]["software_version"], "4.10.8");
+    assert_eq!(detail["runs"][0]["succeeded"], true);
+    // The failed session says why, on its page and in the API.
+    let broken = server.json("/api/sessions/Broken_54.0143_-2.7770_04052023_1");
+    assert_eq!(broken["status"]["state"], "failed");
+    let page = server.page("/sessions/Broken_54.0143_-2.7770_04052023_1");
+    assert!(page.contains("state-failed"));
+}
+
+fn api_index(api: &Value, name: &str) -> usize {
+    api.as_array()
+        .unwrap()
+        .iter()
+        .position(|s| s["experiment"] == name)
+        .unwrap()
+}
+
+#[test]
+fn names_outside_the_root_bad_filters_and_huge_targets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, out) = root(dir.path());
+    // A folder beside the root that a traversal would reach.
+    copy_fixture(dir.path(), "Outside_54.0143_-2.7770_04052023_1");
+    let server = Server::start(&root, &out);
+    for target in [
+        "/sessions/..",
+        "/sessions/..%2FOutside_54.0143_-2.7770_04052023_1",
+        "/sessions/%2Fetc%2Fpasswd",
+        "/api/sessions/..%2F..%2Fetc",
+        "/api/sessions/Outside_54.0143_-2.7770_04052023_1",
+        "/sessions/root",
+        "/sessions/",
+        "/nothing-here",
+    ] {
+        let (status, _, body) = server.get(target);
+        assert_eq!(status, 404, "{target}: {}", String::from_utf8_lossy(&body));
+    }
+    let (status, _, _) = server.get("/api/sessions?state=everything");
+    assert_eq!(status, 400);
+    let (status, _, _) = server.get(&format!("/?state={}", "x".repeat(5000)));
+    assert_eq!(status, 414);
+    // Markup in a name is shown as text.
+    // (No slash: a folder name cannot hold one.)
+    let evil = root.join("x<script>alert(1)<script>\"'&_54.0143_-2.7770_04052023_1");
+    std::fs::create_dir_all(&evil).unwrap();
+    for entry in std::fs::read_dir(common::fixture_dir()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), evil.join(entry.file_name())).unwrap();
+    }
+    let page = server.page("/");
+    assert!(!page.contains("<script>"), "{page}");
+    assert!(
+        page.contains("x&lt;script&gt;alert(1)&lt;script&gt;&quot;&#39;&amp;_54"),
+        "{page}"
+    );
+    // ...and its link is one escaped path segment that leads to its page.
+    let link =
+        "/sessions/x%3Cscript%3Ealert%281%29%3Cscript%3E%22%27%26_54.0143_-2.7770_04052023_1";
+    assert!(page.contains(&format!("href=\"{link}\"")), "{page}");
+    assert!(server.page(link).contains("x&lt;script&gt;"));
+}
