@@ -274,3 +274,121 @@ fn names_outside_the_root_bad_filters_and_huge_targets_are_refused() {
     assert!(page.contains(&format!("href=\"{link}\"")), "{page}");
     assert!(server.page(link).contains("x&lt;script&gt;"));
 }
+
+#[test]
+fn the_gallery_pages_sorts_filters_and_serves_cached_thumbnails_of_the_vignettes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, out) = root(dir.path());
+    let server = Server::start(&root, &out);
+    let base = format!("/sessions/{FIXTURE}");
+
+    // 102 particles: 100 on the first page, 2 on the second.
+    let page = server.page(&format!("{base}/gallery"));
+    assert_eq!(page.matches("<img src=").count(), 100, "{page}");
+    assert!(page.contains("rel=\"next\""));
+    let second = server.page(&format!("{base}/gallery?page=2"));
+    assert_eq!(second.matches("<img src=").count(), 2);
+    assert!(!second.contains("rel=\"next\""));
+
+    // The JSON page: sorted by size, filtered by size.
+    let all = server.json(&format!(
+        "/api/sessions/{FIXTURE}/particles?sort=size&per_page=500"
+    ));
+    assert_eq!(all["matching"], 102);
+    let sizes: Vec<f64> = all["particles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["esd_um"].as_f64().unwrap())
+        .collect();
+    assert_eq!(sizes.len(), 102);
+    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+    let median = sizes[51];
+    let big = server.json(&format!(
+        "/api/sessions/{FIXTURE}/particles?min_um={median}"
+    ));
+    let n = big["matching"].as_u64().unwrap() as usize;
+    assert_eq!(n, sizes.iter().filter(|s| **s >= median).count());
+    let blank = server.json(&format!("/api/sessions/{FIXTURE}/particles?blank=true"));
+    assert_eq!(blank["matching"], 0);
+    for bad in ["?per_page=x", "?colour=red", "?sort=sideways"] {
+        let (status, _, _) = server.get(&format!("{base}/gallery{bad}"));
+        assert_eq!(status, 400, "{bad}");
+    }
+
+    // The largest vignette's thumbnail is scaled to 128 pixels, keeping its aspect.
+    let largest = all["particles"][0]["file"].as_str().unwrap();
+    let (status, _, png) = server.get(&format!("{base}/thumbnails/{largest}"));
+    assert_eq!(status, 200);
+    let info = png::Decoder::new(std::io::Cursor::new(&png))
+        .read_info()
+        .unwrap();
+    let (tw, th) = (info.info().width, info.info().height);
+    let (w, h, _, _) = common::decode(&out.join(FIXTURE).join("vignettes").join(largest));
+    assert_eq!(tw.max(th), 128, "{w}x{h} -> {tw}x{th}");
+    assert!(((tw as f64 / th as f64) - (w as f64 / h as f64)).abs() < 0.02);
+
+    // A small vignette's thumbnail holds its very pixels, as a PNG, cached.
+    let first = &all["particles"][101];
+    let file = first["file"].as_str().unwrap();
+    let (status, head, png) = server.get(&format!("{base}/thumbnails/{file}"));
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: image/png"), "{head}");
+    assert!(head.contains("cache-control: public"), "{head}");
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(&png))
+        .read_info()
+        .unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    pixels.truncate(info.buffer_size());
+    let (w, h, _, tiff) = common::decode(&out.join(FIXTURE).join("vignettes").join(file));
+    assert_eq!((info.width, info.height), (w, h));
+    assert_eq!(pixels, tiff);
+    // The browser's copy is current: 304 and no body.
+    let mut stream = TcpStream::connect(&server.address).unwrap();
+    write!(
+        stream,
+        "GET {base}/thumbnails/{file} HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 304"), "{response}");
+
+    // Only the manifest's vignettes are served.
+    for target in [
+        format!("{base}/thumbnails/..%2Fmanifest.csv"),
+        format!("{base}/thumbnails/manifest.csv"),
+        format!("{base}/images/%2Fetc%2Fpasswd"),
+        format!("{base}/images/{FIXTURE}_999999.tif"),
+        format!("{base}/particles/999999"),
+    ] {
+        let (status, _, _) = server.get(&target);
+        assert_eq!(status, 404, "{target}");
+    }
+
+    // The particle page: the vignette at full size, a scale bar from the pixel size, its
+    // measurements and its tags.
+    let id = first["particle_id"].as_str().unwrap();
+    let page = server.page(&format!("{base}/particles/{id}"));
+    assert!(
+        page.contains(&format!("src=\"{base}/images/{file}\"")),
+        "{page}"
+    );
+    assert!(page.contains("id=\"scale-bar\""), "{page}");
+    assert!(page.contains("<th>esd_diameter</th>"));
+    assert!(page.contains("<dt>Make</dt><dd>Fluid Imaging Technologies</dd>"));
+    assert!(
+        page.contains("<dt>pixel size</dt><dd>9.2500 µm</dd>"),
+        "{page}"
+    );
+    let (status, head, _) = server.get(&format!("{base}/images/{file}"));
+    assert_eq!(status, 200);
+    assert!(head.contains("image/png"));
+}

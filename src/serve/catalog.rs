@@ -8,7 +8,7 @@
 
 use crate::history;
 use crate::status::{SessionState, SessionStatus, StatusQuery, session_status};
-use crate::tasks::{Delivery, Manifest, PipelineOptions};
+use crate::tasks::{Delivery, Manifest, ManifestRow, PipelineOptions};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -63,6 +63,96 @@ pub struct ParticleData {
     pub blanks: usize,
 }
 
+/// One particle of the gallery: its manifest row and its size.
+#[derive(Debug, Clone, Serialize)]
+pub struct Particle {
+    #[serde(flatten)]
+    pub row: ManifestRow,
+    /// Equivalent spherical diameter, micrometres (from metadata.csv).
+    pub esd_um: Option<f64>,
+}
+
+/// How the gallery is sorted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sort {
+    /// In manifest order (by page, then as listed).
+    #[default]
+    Manifest,
+    /// Largest first.
+    Size,
+    /// Smallest first.
+    SizeAscending,
+    Class,
+}
+
+/// Which particles the gallery shows, and which page of them.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParticleQuery {
+    /// 1-based.
+    pub page: Option<usize>,
+    pub per_page: Option<usize>,
+    pub sort: Sort,
+    /// Only this class (`""`: only those without one).
+    pub class: Option<String>,
+    /// Only blank (`true`) or only not blank (`false`) ones.
+    pub blank: Option<bool>,
+    pub min_um: Option<f64>,
+    pub max_um: Option<f64>,
+}
+
+/// The most particles one page holds.
+pub const MAX_PER_PAGE: usize = 500;
+/// Particles per page unless asked otherwise.
+pub const PER_PAGE: usize = 100;
+
+/// One page of a session's particles.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticlePage {
+    pub page: usize,
+    pub per_page: usize,
+    /// Particles that pass the filters, on every page.
+    pub matching: usize,
+    pub particles: Vec<Particle>,
+}
+
+impl ParticleQuery {
+    /// The page after filtering and sorting `all`.
+    pub fn select(&self, all: Vec<Particle>) -> ParticlePage {
+        let mut chosen: Vec<Particle> = all
+            .into_iter()
+            .filter(|p| self.class.as_ref().is_none_or(|c| &p.row.class == c))
+            .filter(|p| self.blank.is_none_or(|b| p.row.blank == b))
+            .filter(|p| {
+                let size = p.esd_um.unwrap_or(f64::NAN);
+                self.min_um.is_none_or(|m| size >= m) && self.max_um.is_none_or(|m| size <= m)
+            })
+            .collect();
+        let size = |p: &Particle| p.esd_um.unwrap_or(f64::NEG_INFINITY);
+        match self.sort {
+            Sort::Manifest => {}
+            Sort::Size => chosen.sort_by(|a, b| size(b).total_cmp(&size(a))),
+            Sort::SizeAscending => chosen.sort_by(|a, b| size(a).total_cmp(&size(b))),
+            Sort::Class => chosen.sort_by(|a, b| a.row.class.cmp(&b.row.class)),
+        }
+        let per_page = self.per_page.unwrap_or(PER_PAGE).clamp(1, MAX_PER_PAGE);
+        let page = self.page.unwrap_or(1).max(1);
+        let matching = chosen.len();
+        let particles = chosen
+            .into_iter()
+            .skip((page - 1).saturating_mul(per_page))
+            .take(per_page)
+            .collect();
+        ParticlePage {
+            page,
+            per_page,
+            matching,
+            particles,
+        }
+    }
+}
+
 impl Catalog {
     /// The session folders under the root (the root itself when it is one).
     pub fn folders(&self) -> std::io::Result<Vec<PathBuf>> {
@@ -103,6 +193,13 @@ impl Catalog {
             .folders()?
             .into_iter()
             .find(|folder| folder.file_name().is_some_and(|n| n == name)))
+    }
+
+    /// The status of the session called `name`.
+    pub fn status(&self, name: &str) -> std::io::Result<Option<SessionStatus>> {
+        Ok(self
+            .find(name)?
+            .map(|folder| session_status(&folder, &self.query())))
     }
 
     /// The page of the session called `name`.
@@ -150,6 +247,75 @@ impl Catalog {
             runs,
             log: history::last_log(&out),
         }))
+    }
+
+    /// Every particle of the manifest with its size; empty before DecollageImages ran.
+    pub fn particle_list(&self, out: &std::path::Path) -> Vec<Particle> {
+        let Ok(manifest) = Manifest::read(&out.join("manifest.csv")) else {
+            return Vec::new();
+        };
+        let mut sizes: std::collections::HashMap<String, f64> = Default::default();
+        if let Ok(mut reader) = csv::Reader::from_path(out.join("metadata.csv")) {
+            let header = reader.headers().cloned().unwrap_or_default();
+            let column = |name: &str| header.iter().position(|h| h == name);
+            if let (Some(id), Some(esd)) = (column("id"), column("esd_diameter")) {
+                for record in reader.records().map_while(Result::ok) {
+                    if let (Some(i), Some(v)) = (record.get(id), record.get(esd))
+                        && let Ok(v) = v.trim().parse::<f64>()
+                    {
+                        sizes.insert(i.to_string(), v);
+                    }
+                }
+            }
+        }
+        manifest
+            .rows
+            .into_iter()
+            .map(|row| Particle {
+                esd_um: sizes.get(&row.particle_id).copied(),
+                row,
+            })
+            .collect()
+    }
+
+    /// The TIFF of the vignette `file` of a session, if the manifest lists it (never a
+    /// path from the request: the name must be one of the manifest's).
+    pub fn vignette(&self, out: &std::path::Path, file: &str) -> Option<PathBuf> {
+        let manifest = Manifest::read(&out.join("manifest.csv")).ok()?;
+        let row = manifest.vignettes().find(|r| r.file == file)?;
+        Some(out.join("vignettes").join(&row.file))
+    }
+
+    /// The output folder of the session called `name`, without computing its status.
+    pub fn output(&self, name: &str) -> std::io::Result<Option<PathBuf>> {
+        Ok(self.find(name)?.and_then(|folder| {
+            crate::tasks::Session::new(&folder, &self.output_root, None)
+                .ok()
+                .map(|s| s.output)
+        }))
+    }
+
+    /// The particle's row of `metadata.csv`, as (field, value) in field order.
+    pub fn measurements(&self, out: &std::path::Path, id: &str) -> Vec<(String, String)> {
+        let Ok(mut reader) = csv::Reader::from_path(out.join("metadata.csv")) else {
+            return Vec::new();
+        };
+        let header = reader.headers().cloned().unwrap_or_default();
+        let Some(column) = header.iter().position(|h| h == "id") else {
+            return Vec::new();
+        };
+        reader
+            .records()
+            .map_while(Result::ok)
+            .find(|r| r.get(column) == Some(id))
+            .map(|r| {
+                header
+                    .iter()
+                    .zip(r.iter())
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The particle data of a session's outputs (empty before ReadMetadata ran).

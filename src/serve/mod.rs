@@ -11,10 +11,15 @@
 //! | `/sessions/NAME` | one session: tasks, plots, `session.json`, runs, log |
 //! | `/api/sessions` | the sessions as `status --json` gives them (`?state=` filters) |
 //! | `/api/sessions/NAME` | `{"status", "record", "runs"}` |
+//! | `/sessions/NAME/gallery` | the particles as thumbnails, paged, sorted and filtered |
+//! | `/sessions/NAME/particles/ID` | one particle: full size, scale bar, measurements, tags |
+//! | `/sessions/NAME/thumbnails/FILE`, `/images/FILE` | a vignette as PNG (cached, ETag) |
+//! | `/api/sessions/NAME/particles` | the gallery's page as JSON |
 
 pub mod catalog;
 pub mod pages;
 pub mod plots;
+pub mod thumbnail;
 
 use crate::status::SessionState;
 use axum::Router;
@@ -45,10 +50,18 @@ pub fn router(catalog: Catalog) -> Router {
         .route("/sessions/{name}", get(session_page))
         .route("/api/sessions", get(api_sessions))
         .route("/api/sessions/{name}", get(api_session))
+        .route("/sessions/{name}/gallery", get(gallery_page))
+        .route("/sessions/{name}/particles/{id}", get(particle_page))
+        .route("/sessions/{name}/thumbnails/{file}", get(thumbnail))
+        .route("/sessions/{name}/images/{file}", get(full_image))
+        .route("/api/sessions/{name}/particles", get(api_particles))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(limits))
-        .with_state(Arc::new(catalog))
+        .with_state(Arc::new(Service {
+            catalog,
+            pictures: thumbnail::Cache::default(),
+        }))
 }
 
 /// Serves `catalog` on `listen` until the process is stopped; `ready` is told the bound
@@ -87,7 +100,20 @@ async fn limits(request: Request, next: Next) -> Response {
     }
 }
 
-type Shared = State<Arc<Catalog>>;
+/// What the handlers share.
+struct Service {
+    catalog: Catalog,
+    pictures: thumbnail::Cache,
+}
+
+impl std::ops::Deref for Service {
+    type Target = Catalog;
+    fn deref(&self) -> &Catalog {
+        &self.catalog
+    }
+}
+
+type Shared = State<Arc<Service>>;
 
 /// Why a request gets no page: each becomes its status code and an error page.
 #[derive(Debug)]
@@ -148,17 +174,17 @@ fn no_session(name: &str) -> Failure {
     Failure::NotFound(format!("no session {name} under the root"))
 }
 
-async fn dashboard(State(catalog): Shared, Query(filter): Query<Filter>) -> Answer {
+async fn dashboard(State(service): Shared, Query(filter): Query<Filter>) -> Answer {
     let state = filter.state()?;
-    let sessions = blocking(move || catalog.sessions(state)).await?;
+    let sessions = blocking(move || service.sessions(state)).await?;
     Ok(no_store(Html(pages::dashboard(&sessions, state))))
 }
 
-async fn session_page(State(catalog): Shared, Path(name): Path<String>) -> Answer {
+async fn session_page(State(service): Shared, Path(name): Path<String>) -> Answer {
     let shown = name.clone();
     let found = blocking(move || {
-        Ok(catalog.detail(&name)?.map(|detail| {
-            let particles = catalog.particles(&detail.status);
+        Ok(service.detail(&name)?.map(|detail| {
+            let particles = service.particles(&detail.status);
             (detail, particles)
         }))
     })
@@ -167,20 +193,188 @@ async fn session_page(State(catalog): Shared, Path(name): Path<String>) -> Answe
     Ok(no_store(Html(pages::session(&shown, &detail, &particles))))
 }
 
-async fn api_sessions(State(catalog): Shared, Query(filter): Query<Filter>) -> Answer {
+async fn api_sessions(State(service): Shared, Query(filter): Query<Filter>) -> Answer {
     let state = filter.state()?;
-    let sessions = blocking(move || catalog.sessions(state)).await?;
+    let sessions = blocking(move || service.sessions(state)).await?;
     Ok(no_store(Json(sessions)))
 }
 
-async fn api_session(State(catalog): Shared, Path(name): Path<String>) -> Answer {
+async fn api_session(State(service): Shared, Path(name): Path<String>) -> Answer {
     let shown = name.clone();
-    let detail = blocking(move || catalog.detail(&name)).await?;
+    let detail = blocking(move || service.detail(&name)).await?;
     Ok(no_store(Json(detail.ok_or_else(|| no_session(&shown))?)))
 }
 
 async fn not_found() -> Failure {
     Failure::NotFound("no such page".to_string())
+}
+
+async fn gallery_page(
+    State(service): Shared,
+    Path(name): Path<String>,
+    Query(query): Query<catalog::ParticleQuery>,
+) -> Answer {
+    let shown = name.clone();
+    let found = blocking(move || {
+        let Some(out) = service.output(&name)? else {
+            return Ok(None);
+        };
+        let all = service.particle_list(&out);
+        let mut classes: Vec<String> = all.iter().map(|p| p.row.class.clone()).collect();
+        classes.sort();
+        classes.dedup();
+        let page = query.select(all);
+        Ok(Some(pages::gallery(&name, &page, &query, &classes)))
+    })
+    .await?;
+    Ok(no_store(Html(found.ok_or_else(|| no_session(&shown))?)))
+}
+
+async fn api_particles(
+    State(service): Shared,
+    Path(name): Path<String>,
+    Query(query): Query<catalog::ParticleQuery>,
+) -> Answer {
+    let shown = name.clone();
+    let found = blocking(move || {
+        Ok(service
+            .output(&name)?
+            .map(|out| query.select(service.particle_list(&out))))
+    })
+    .await?;
+    Ok(no_store(Json(found.ok_or_else(|| no_session(&shown))?)))
+}
+
+async fn particle_page(State(service): Shared, Path((name, id)): Path<(String, String)>) -> Answer {
+    let found = blocking(move || {
+        let Some(out) = service.output(&name)? else {
+            return Ok(Err(no_session(&name)));
+        };
+        let Some(particle) = service
+            .particle_list(&out)
+            .into_iter()
+            .find(|p| p.row.particle_id == id)
+        else {
+            return Ok(Err(Failure::NotFound(format!(
+                "no particle {id} in {name}"
+            ))));
+        };
+        let measurements = service.measurements(&out, &id);
+        let (tags, um_per_pixel) = match particle.row.has_vignette() {
+            true => tiff_tags(&out.join("vignettes").join(&particle.row.file)),
+            false => (Vec::new(), None),
+        };
+        Ok(Ok(pages::particle(
+            &name,
+            &particle,
+            &measurements,
+            &tags,
+            um_per_pixel,
+        )))
+    })
+    .await?;
+    Ok(no_store(Html(found?)))
+}
+
+/// The vignette's own tags, as the particle page lists them, and its pixel size.
+fn tiff_tags(path: &std::path::Path) -> (Vec<(String, String)>, Option<f64>) {
+    use tiff::decoder::ifd::Value;
+    use tiff::tags::Tag;
+    let Ok(file) = std::fs::File::open(path) else {
+        return (Vec::new(), None);
+    };
+    let Ok(mut decoder) = tiff::decoder::Decoder::new(std::io::BufReader::new(file)) else {
+        return (Vec::new(), None);
+    };
+    let mut tags = Vec::new();
+    for (name, tag) in [
+        ("Make", Tag::Make),
+        ("Model", Tag::Model),
+        ("Software", Tag::Software),
+        ("DateTime", Tag::DateTime),
+        ("ImageDescription", Tag::ImageDescription),
+    ] {
+        if let Ok(Some(value)) = decoder.find_tag(tag)
+            && let Ok(text) = value.into_string()
+        {
+            tags.push((name.to_string(), text));
+        }
+    }
+    let unit = decoder.find_tag(Tag::ResolutionUnit).ok().flatten();
+    let resolution = decoder.find_tag(Tag::XResolution).ok().flatten();
+    let mut um_per_pixel = None;
+    if let (Some(Value::Short(3) | Value::Unsigned(3)), Some(Value::Rational(n, d))) =
+        (unit, resolution)
+        && n > 0
+        && d > 0
+    {
+        let per_cm = n as f64 / d as f64;
+        tags.push(("XResolution".to_string(), format!("{per_cm:.2} pixels/cm")));
+        um_per_pixel = Some(10_000.0 / per_cm);
+        tags.push((
+            "pixel size".to_string(),
+            format!("{:.4} µm", 10_000.0 / per_cm),
+        ));
+    }
+    (tags, um_per_pixel)
+}
+
+async fn thumbnail(
+    State(service): Shared,
+    Path((name, file)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Answer {
+    picture(service, name, file, thumbnail::THUMBNAIL, headers).await
+}
+
+async fn full_image(
+    State(service): Shared,
+    Path((name, file)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Answer {
+    picture(service, name, file, 0, headers).await
+}
+
+/// A vignette of the manifest as PNG, 304 when the browser's copy is current.
+async fn picture(
+    service: Arc<Service>,
+    name: String,
+    file: String,
+    side: u32,
+    headers: axum::http::HeaderMap,
+) -> Answer {
+    let found = blocking(move || {
+        let Some(out) = service.output(&name)? else {
+            return Ok(Err(no_session(&name)));
+        };
+        let Some(path) = service.vignette(&out, &file) else {
+            return Ok(Err(Failure::NotFound(format!(
+                "no vignette {file} in {name}"
+            ))));
+        };
+        Ok(Ok(service.pictures.get(&path, side).map_err(|e| {
+            Failure::NotFound(format!("vignette {file} cannot be read: {e:#}"))
+        })))
+    })
+    .await?;
+    let picture = found??;
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == picture.etag));
+    let cache = [
+        (header::ETAG, picture.etag.clone()),
+        (header::CACHE_CONTROL, "public, max-age=3600".to_string()),
+    ];
+    if fresh {
+        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    }
+    Ok((
+        cache,
+        [(header::CONTENT_TYPE, "image/png".to_string())],
+        picture.png.as_ref().clone(),
+    )
+        .into_response())
 }
 
 /// Status changes from one moment to the next: never cached.

@@ -1,7 +1,7 @@
 //! The dashboard's HTML, rendered on the server: pages that work without JavaScript (a
 //! `<meta refresh>` keeps the list current). Every value from a file is escaped.
 
-use super::catalog::{ParticleData, SessionDetail};
+use super::catalog::{Particle, ParticleData, ParticlePage, ParticleQuery, SessionDetail, Sort};
 use super::plots;
 use crate::status::{SessionState, SessionStatus};
 use serde_json::Value;
@@ -159,6 +159,11 @@ pub fn session(name: &str, detail: &SessionDetail, particles: &ParticleData) -> 
         count(s.blanks),
         count(s.uploaded),
     );
+    let _ = write!(
+        body,
+        "<p><a id=\"gallery-link\" href=\"/sessions/{}/gallery\">particles</a></p>",
+        segment(name)
+    );
     body.push_str(
         "<h2>Tasks</h2><table id=\"tasks\"><tr><th>task</th><th>state</th><th>why</th></tr>",
     );
@@ -260,4 +265,237 @@ pub fn error(status: u16, message: &str) -> String {
         None,
         &format!("<h1>{status}</h1><p>{}</p>", escape(message)),
     )
+}
+
+/// A query string of `pairs` (values escaped for a URL).
+fn query_string(pairs: &[(&str, String)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", segment(v)))
+        .collect();
+    parts.join("&amp;")
+}
+
+/// `/sessions/NAME/gallery`: a page of thumbnails, with the filters that made it.
+pub fn gallery(
+    name: &str,
+    page: &ParticlePage,
+    query: &ParticleQuery,
+    classes: &[String],
+) -> String {
+    let base = format!("/sessions/{}", segment(name));
+    let mut body = format!(
+        "<h1><a href=\"{base}\">{}</a>: particles</h1><form method=\"get\">\
+         <label>class <select name=\"class\"><option value=\"\">any</option>",
+        escape(name)
+    );
+    for class in classes.iter().filter(|c| !c.is_empty()) {
+        let selected = if query.class.as_deref() == Some(class) {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(
+            body,
+            "<option value=\"{}\"{selected}>{}</option>",
+            escape(class),
+            escape(class)
+        );
+    }
+    let blank = |v: Option<bool>| if query.blank == v { " selected" } else { "" };
+    let _ = write!(
+        body,
+        "</select></label> <label>blank <select name=\"blank\"><option value=\"\"{}>any</option>\
+         <option value=\"true\"{}>blank</option><option value=\"false\"{}>not blank</option>\
+         </select></label> <label>ESD from <input name=\"min_um\" size=\"5\" value=\"{}\"></label>\
+         <label> to <input name=\"max_um\" size=\"5\" value=\"{}\"> µm</label> <label>sort \
+         <select name=\"sort\"><option value=\"manifest\">as cut</option><option value=\"size\"{}>\
+         largest first</option><option value=\"size_ascending\"{}>smallest first</option>\
+         <option value=\"class\"{}>class</option></select></label> <button>show</button></form>",
+        blank(None),
+        blank(Some(true)),
+        blank(Some(false)),
+        query.min_um.map(|v| v.to_string()).unwrap_or_default(),
+        query.max_um.map(|v| v.to_string()).unwrap_or_default(),
+        if query.sort == Sort::Size {
+            " selected"
+        } else {
+            ""
+        },
+        if query.sort == Sort::SizeAscending {
+            " selected"
+        } else {
+            ""
+        },
+        if query.sort == Sort::Class {
+            " selected"
+        } else {
+            ""
+        },
+    );
+    let pages = page.matching.div_ceil(page.per_page).max(1);
+    let _ = write!(
+        body,
+        "<p>{} particles; page {} of {pages}.</p><div id=\"gallery\" class=\"gallery\">",
+        page.matching, page.page
+    );
+    for p in &page.particles {
+        let id = &p.row.particle_id;
+        let link = format!("{base}/particles/{}", segment(id));
+        let title = format!(
+            "{id}{}{}{}",
+            if p.row.class.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", p.row.class)
+            },
+            p.esd_um.map(|v| format!(" {v:.0} µm")).unwrap_or_default(),
+            if p.row.blank { " blank" } else { "" }
+        );
+        if p.row.has_vignette() {
+            let _ = write!(
+                body,
+                "<a href=\"{link}\" title=\"{}\"><img src=\"{base}/thumbnails/{}\" alt=\"particle {}\" loading=\"lazy\"></a>",
+                escape(&title),
+                segment(&p.row.file),
+                escape(id)
+            );
+        } else {
+            let _ = write!(
+                body,
+                "<a href=\"{link}\" class=\"skipped\" title=\"{}\">{} (not written)</a>",
+                escape(&title),
+                escape(id)
+            );
+        }
+    }
+    body.push_str("</div><p>");
+    let here = |n: usize| {
+        query_string(&[
+            ("page", n.to_string()),
+            ("class", query.class.clone().unwrap_or_default()),
+            (
+                "blank",
+                query.blank.map(|b| b.to_string()).unwrap_or_default(),
+            ),
+            (
+                "min_um",
+                query.min_um.map(|v| v.to_string()).unwrap_or_default(),
+            ),
+            (
+                "max_um",
+                query.max_um.map(|v| v.to_string()).unwrap_or_default(),
+            ),
+            (
+                "sort",
+                match query.sort {
+                    Sort::Manifest => String::new(),
+                    Sort::Size => "size".into(),
+                    Sort::SizeAscending => "size_ascending".into(),
+                    Sort::Class => "class".into(),
+                },
+            ),
+        ])
+    };
+    if page.page > 1 {
+        let _ = write!(body, "<a href=\"?{}\">previous</a> ", here(page.page - 1));
+    }
+    if page.page < pages {
+        let _ = write!(
+            body,
+            "<a href=\"?{}\" rel=\"next\">next</a>",
+            here(page.page + 1)
+        );
+    }
+    body.push_str("</p>");
+    page_with_style(name, &body, GALLERY_STYLE)
+}
+
+const GALLERY_STYLE: &str = ".gallery{display:flex;flex-wrap:wrap;gap:4px}.gallery img{\
+background:#eee;image-rendering:pixelated}.skipped{font-size:.8em;color:#777}";
+
+fn page_with_style(title: &str, body: &str, style: &str) -> String {
+    page(title, None, &format!("<style>{style}</style>{body}"))
+}
+
+/// The longest scale bar that fits `width` pixels: 1, 2 or 5 times a power of ten µm.
+pub fn scale_bar_um(um_per_pixel: f64, width: u32) -> Option<f64> {
+    if !(um_per_pixel.is_finite() && um_per_pixel > 0.0) || width == 0 {
+        return None;
+    }
+    let span = um_per_pixel * width as f64 * 0.8;
+    let power = 10f64.powf(span.log10().floor());
+    [5.0, 2.0, 1.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|&length| length <= span)
+}
+
+/// `/sessions/NAME/particles/ID`: the vignette at full size with a scale bar, its
+/// measurements and its tags.
+pub fn particle(
+    name: &str,
+    particle: &Particle,
+    measurements: &[(String, String)],
+    tags: &[(String, String)],
+    um_per_pixel: Option<f64>,
+) -> String {
+    let base = format!("/sessions/{}", segment(name));
+    let row = &particle.row;
+    let mut body = format!(
+        "<h1><a href=\"{base}\">{}</a>: particle {}</h1><p>page {}{}{}</p>",
+        escape(name),
+        escape(&row.particle_id),
+        escape(&row.collage),
+        if row.class.is_empty() {
+            String::new()
+        } else {
+            format!(", class {}", escape(&row.class))
+        },
+        if row.blank { ", blank" } else { "" },
+    );
+    // Shown at three times its size: vignettes are tens of pixels across.
+    let zoom = 3;
+    if row.has_vignette() {
+        let _ = write!(
+            body,
+            "<figure><img id=\"vignette\" src=\"{base}/images/{}\" width=\"{}\" height=\"{}\" \
+             alt=\"particle {}\" style=\"image-rendering:pixelated\">",
+            segment(&row.file),
+            row.width * zoom,
+            row.height * zoom,
+            escape(&row.particle_id)
+        );
+        if let Some(um) = um_per_pixel
+            && let Some(length) = scale_bar_um(um, row.width)
+        {
+            let px = length / um * zoom as f64;
+            let _ = write!(
+                body,
+                "<svg id=\"scale-bar\" width=\"{w}\" height=\"24\" role=\"img\"><title>{length} µm</title>\
+                 <rect x=\"0\" y=\"2\" width=\"{px:.1}\" height=\"6\" fill=\"#000\"/>\
+                 <text x=\"0\" y=\"22\" font-size=\"12\">{length} µm</text></svg>",
+                w = (row.width * zoom).max(80)
+            );
+        }
+        body.push_str("</figure>");
+    } else {
+        body.push_str("<p>No vignette was written (a blank left out with --blanks skip).</p>");
+    }
+    body.push_str("<h2>Tags</h2><dl>");
+    for (k, v) in tags {
+        let _ = write!(body, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(v));
+    }
+    body.push_str("</dl><h2>Measurements</h2><table id=\"measurements\">");
+    for (k, v) in measurements {
+        let _ = write!(
+            body,
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(k),
+            escape(v)
+        );
+    }
+    body.push_str("</table>");
+    page(&format!("{name} {}", row.particle_id), None, &body)
 }
