@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # The project's test command. Makes sure what the tests need is there, then runs them all:
 # - exiftool, which validates the vignettes' EXIF (Debian: libimage-exiftool-perl);
+# - Chromium and ChromeDriver, for the dashboard's browser test (Debian: chromium,
+#   chromium-driver);
 # - a real S3 server: a throw-away Garage on 127.0.0.1 (scripts/garage.sh; built once and
 #   cached, about 11 minutes the first time), unless FLOWCAM_TEST_GARAGE names the folder of
 #   one already running (as .ci/run does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v exiftool >/dev/null 2>&1; then
+missing=()
+command -v exiftool >/dev/null 2>&1 || missing+=(libimage-exiftool-perl)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing exiftool (libimage-exiftool-perl) for the EXIF tests" >&2
+    echo "installing ${missing[*]} for the tests" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libimage-exiftool-perl >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "the tests need exiftool: install libimage-exiftool-perl (Debian/Ubuntu) or perl-Image-ExifTool" >&2
+    echo "the tests need: ${missing[*]} (Debian/Ubuntu package names)" >&2
     exit 1
   fi
 fi
