@@ -366,6 +366,13 @@ pub struct ServeArgs {
     /// As for a run: how long a session's files must be unchanged before it is ready.
     #[arg(long, value_name = "SECONDS", env = "FLOWCAM_SETTLE_SECONDS")]
     pub settle_seconds: Option<u64>,
+    /// Run the cron pass over the root every SECONDS (the same pass, settle rules and
+    /// locks), so that the service replaces cron.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch: Option<u64>,
+    /// With --watch: sessions processed at the same time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub sessions: u64,
     #[command(flatten)]
     pub tasks: TaskArgs,
 }
@@ -1005,7 +1012,30 @@ fn serve(args: &ServeArgs) -> u8 {
         delivery: args.tasks.upload.delivery(),
         settle: settle_time(args.settle_seconds, single),
     };
-    let served = crate::serve::run(catalog, args.listen, |address| {
+    let watch = args.watch.map(|seconds| {
+        let options = PassOptions {
+            output_root: args.output_directory.clone(),
+            experiment_name: None,
+            sessions: args.sessions as usize,
+            settle: settle_time(args.settle_seconds, single),
+            wait_for_collages: !single,
+            force: false,
+            skip_complete: true,
+            pipeline: options(&args.tasks),
+            delivery: args.tasks.upload.delivery(),
+            on_failure: None,
+        };
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runner = Runner::new(TOOL_VERSION, workers).observer(Box::new(LogObserver));
+        let folders = catalog.clone();
+        crate::serve::watch::spawn(
+            std::time::Duration::from_secs(seconds),
+            move || folders.folders(),
+            options,
+            runner,
+        )
+    });
+    let served = crate::serve::run(catalog, watch, args.listen, |address| {
         println!("serving {} on http://{address}/", args.directory.display());
         use std::io::Write as _;
         let _ = std::io::stdout().flush();

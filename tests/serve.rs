@@ -25,6 +25,10 @@ impl Drop for Server {
 
 impl Server {
     fn start(root: &Path, out: &Path) -> Server {
+        Server::start_with(root, out, &[])
+    }
+
+    fn start_with(root: &Path, out: &Path, extra: &[&str]) -> Server {
         let mut child = bin()
             .args([
                 "serve",
@@ -34,6 +38,7 @@ impl Server {
                 out.to_str().unwrap(),
             ])
             .args(["--listen", "127.0.0.1:0", "--settle-seconds", "0"])
+            .args(extra)
             .current_dir(root)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -391,4 +396,57 @@ fn the_gallery_pages_sorts_filters_and_serves_cached_thumbnails_of_the_vignettes
     let (status, head, _) = server.get(&format!("{base}/images/{file}"));
     assert_eq!(status, 200);
     assert!(head.contains("image/png"));
+}
+
+#[test]
+fn with_watch_the_service_runs_the_pass_itself_and_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&root).unwrap();
+    copy_fixture(&root, FIXTURE);
+    let broken = copy_fixture(&root, "Broken_54.0143_-2.7770_04052023_1");
+    std::fs::write(
+        broken.join(format!("{FIXTURE}.lst")),
+        b"not a particle list\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&root, &out, &["--watch", "1", "--no-upload"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let watch = server.json("/api/watch");
+        if watch["last"]["sessions"] == 2 {
+            assert_eq!(watch["period_s"], 1);
+            assert_eq!(watch["last"]["failed"], 1, "{watch}");
+            assert!(watch["next_at"].is_string());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pass in time: {watch}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The pass made the vignettes, as cron's would.
+    let sessions = server.json("/api/sessions?state=complete");
+    assert_eq!(sessions[0]["experiment"], FIXTURE, "{sessions}");
+    assert_eq!(sessions[0]["vignettes"], 102);
+    assert_eq!(
+        std::fs::read_dir(out.join(FIXTURE).join("vignettes"))
+            .unwrap()
+            .count(),
+        102
+    );
+    let page = server.page("/");
+    assert!(
+        page.contains("<p id=\"watch\">Watching every 1 s: "),
+        "{page}"
+    );
+    // Without --watch there is no watcher to ask about.
+    let plain_dir = dir.path().join("plain");
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    let (root2, out2) = self::root(&plain_dir);
+    let plain = Server::start(&root2, &out2);
+    let (status, _, _) = plain.get("/api/watch");
+    assert_eq!(status, 404);
 }

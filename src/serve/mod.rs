@@ -15,11 +15,13 @@
 //! | `/sessions/NAME/particles/ID` | one particle: full size, scale bar, measurements, tags |
 //! | `/sessions/NAME/thumbnails/FILE`, `/images/FILE` | a vignette as PNG (cached, ETag) |
 //! | `/api/sessions/NAME/particles` | the gallery's page as JSON |
+//! | `/api/watch` | with `--watch`: the last pass and when the next starts |
 
 pub mod catalog;
 pub mod pages;
 pub mod plots;
 pub mod thumbnail;
+pub mod watch;
 
 use crate::status::SessionState;
 use axum::Router;
@@ -43,8 +45,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The address `serve` listens on unless told otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-/// The dashboard's routes over `catalog`.
-pub fn router(catalog: Catalog) -> Router {
+/// The dashboard's routes over `catalog` (and the watcher's state, when it runs one).
+pub fn router(catalog: Catalog, watch: Option<watch::Watch>) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/sessions/{name}", get(session_page))
@@ -55,12 +57,14 @@ pub fn router(catalog: Catalog) -> Router {
         .route("/sessions/{name}/thumbnails/{file}", get(thumbnail))
         .route("/sessions/{name}/images/{file}", get(full_image))
         .route("/api/sessions/{name}/particles", get(api_particles))
+        .route("/api/watch", get(api_watch))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(limits))
         .with_state(Arc::new(Service {
             catalog,
             pictures: thumbnail::Cache::default(),
+            watch,
         }))
 }
 
@@ -68,6 +72,7 @@ pub fn router(catalog: Catalog) -> Router {
 /// address (port 0 picks a free one).
 pub fn run(
     catalog: Catalog,
+    watch: Option<watch::Watch>,
     listen: SocketAddr,
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
@@ -80,7 +85,7 @@ pub fn run(
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         ready(listener.local_addr()?);
-        axum::serve(listener, router(catalog)).await?;
+        axum::serve(listener, router(catalog, watch)).await?;
         Ok(())
     })
 }
@@ -104,6 +109,16 @@ async fn limits(request: Request, next: Next) -> Response {
 struct Service {
     catalog: Catalog,
     pictures: thumbnail::Cache,
+    watch: Option<watch::Watch>,
+}
+
+impl Service {
+    /// A copy of the watcher's state, if it runs one.
+    fn watching(&self) -> Option<serde_json::Value> {
+        let watch = self.watch.as_ref()?;
+        let state = watch.lock().unwrap_or_else(|e| e.into_inner());
+        serde_json::to_value(&*state).ok()
+    }
 }
 
 impl std::ops::Deref for Service {
@@ -176,8 +191,13 @@ fn no_session(name: &str) -> Failure {
 
 async fn dashboard(State(service): Shared, Query(filter): Query<Filter>) -> Answer {
     let state = filter.state()?;
+    let watching = service.watching();
     let sessions = blocking(move || service.sessions(state)).await?;
-    Ok(no_store(Html(pages::dashboard(&sessions, state))))
+    Ok(no_store(Html(pages::dashboard(
+        &sessions,
+        state,
+        watching.as_ref(),
+    ))))
 }
 
 async fn session_page(State(service): Shared, Path(name): Path<String>) -> Answer {
@@ -203,6 +223,13 @@ async fn api_session(State(service): Shared, Path(name): Path<String>) -> Answer
     let shown = name.clone();
     let detail = blocking(move || service.detail(&name)).await?;
     Ok(no_store(Json(detail.ok_or_else(|| no_session(&shown))?)))
+}
+
+async fn api_watch(State(service): Shared) -> Answer {
+    let watching = service
+        .watching()
+        .ok_or_else(|| Failure::NotFound("not watching: start serve with --watch".into()))?;
+    Ok(no_store(Json(watching)))
 }
 
 async fn not_found() -> Failure {

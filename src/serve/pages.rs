@@ -74,8 +74,44 @@ const STATES: [SessionState; 7] = [
 ];
 
 /// `/`: every session with its state and counts, filterable by state.
-pub fn dashboard(sessions: &[SessionStatus], filter: Option<SessionState>) -> String {
-    let mut body = String::from("<h1>Sessions</h1><p>State: <a href=\"/\">all</a>");
+pub fn dashboard(
+    sessions: &[SessionStatus],
+    filter: Option<SessionState>,
+    watching: Option<&Value>,
+) -> String {
+    let mut body = String::from("<h1>Sessions</h1>");
+    if let Some(w) = watching {
+        let last = &w["last"];
+        let line = if w["running"] == true {
+            "a pass is running now".to_string()
+        } else if last.is_null() {
+            "the first pass is starting".to_string()
+        } else {
+            format!(
+                "last pass {} to {}: {} sessions, {} ran, {} complete, {} failed, {} waiting, {} busy{}; next pass at {}",
+                last["started_at"].as_str().unwrap_or(""),
+                last["finished_at"].as_str().unwrap_or(""),
+                last["sessions"],
+                last["ran"],
+                last["complete"],
+                last["failed"],
+                last["waiting"],
+                last["busy"],
+                last["error"]
+                    .as_str()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default(),
+                w["next_at"].as_str().unwrap_or("-"),
+            )
+        };
+        let _ = write!(
+            body,
+            "<p id=\"watch\">Watching every {} s: {}</p>",
+            w["period_s"],
+            escape(&line)
+        );
+    }
+    body.push_str("<p>State: <a href=\"/\">all</a>");
     for state in STATES {
         let _ = write!(body, " <a href=\"/?state={state}\">{state}</a>");
     }
