@@ -17,6 +17,9 @@
 # the session's vignettes and tables uploaded by the pipeline (objects per second), a no-op
 # rerun, and the same vignettes copied by `rclone copy --transfers 32` (Debian package
 # rclone) to the same server in the same run, with its no-op copy and the ratios.
+#
+# Last, the dashboard (scripts/bench-serve.sh): page and gallery times cold and warm, and
+# /api/sessions over 200 sessions under 64 concurrent clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 session=${1:-../shared/fixtures/flowcam/19_10_Tank25_blanksremoved}
@@ -148,3 +151,7 @@ printf 'upload CPU, rclone:        %s\n' "$(cpu "$work/rclone-cpu.txt")"
 printf 'rclone / pipeline:         %.2fx (per object)\n' "$(echo "($theirs / $particles) / ($ours / $objects)" | bc -l)"
 printf 'no-op rerun, pipeline:     %.1f ms (median of 5)\n' "$(echo "$ours_noop * 1000" | bc -l)"
 printf 'no-op copy, rclone:        %.2f s\n' "$theirs_noop"
+
+
+# The dashboard: its own script, with its own figures.
+scripts/bench-serve.sh "$session"

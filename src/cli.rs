@@ -1011,6 +1011,7 @@ fn serve(args: &ServeArgs) -> u8 {
         options: options(&args.tasks),
         delivery: args.tasks.upload.delivery(),
         settle: settle_time(args.settle_seconds, single),
+        cache: Default::default(),
     };
     let watch = args.watch.map(|seconds| {
         let options = PassOptions {

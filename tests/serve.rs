@@ -220,6 +220,19 @@ fn the_dashboard_and_the_api_tell_every_session_and_what_became_of_it() {
     assert_eq!(detail["status"], status[api_index(&api, FIXTURE)]);
     assert_eq!(detail["record"]["instrument"]["software_version"], "4.10.8");
     assert_eq!(detail["runs"][0]["succeeded"], true);
+    // Statuses are cached, but a change in a session's outputs is seen at once.
+    let vignettes = out.join(FIXTURE).join("vignettes");
+    let first = std::fs::read_dir(&vignettes)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_file(&first).unwrap();
+    let after = server.json("/api/sessions");
+    let fixture = &after[api_index(&after, FIXTURE)];
+    assert_eq!(fixture["vignettes"], 101, "{fixture}");
+    assert_ne!(fixture["state"], "complete");
     // The failed session says why, on its page and in the API.
     let broken = server.json("/api/sessions/Broken_54.0143_-2.7770_04052023_1");
     assert_eq!(broken["status"]["state"], "failed");

@@ -26,6 +26,75 @@ pub struct Catalog {
     pub options: PipelineOptions,
     pub delivery: Option<Delivery>,
     pub settle: Duration,
+    /// Statuses already computed, reused while nothing they depend on changed.
+    pub cache: StatusCache,
+}
+
+/// How long a cached status is trusted even when no folder it watches changed (a file
+/// rewritten in place does not touch its folder's time).
+pub const STATUS_TTL: Duration = Duration::from_secs(30);
+
+/// A session's status costs a look at every one of its outputs (thousands of vignettes);
+/// the dashboard asks for all of them on every page. So each status is kept with the
+/// modification times of the folders whose change would change it (the session folder,
+/// its output folder, the vignettes and the state folder), and computed again only when
+/// one of them moved or [`STATUS_TTL`] passed.
+#[derive(Debug, Clone, Default)]
+pub struct StatusCache {
+    entries: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, Cached>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    signal: Vec<Option<std::time::SystemTime>>,
+    at: std::time::Instant,
+    status: SessionStatus,
+}
+
+impl StatusCache {
+    fn signal(
+        folder: &std::path::Path,
+        out: Option<&std::path::Path>,
+    ) -> Vec<Option<std::time::SystemTime>> {
+        let time = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut signal = vec![time(folder)];
+        if let Some(out) = out {
+            signal.extend([
+                time(out),
+                time(&out.join("vignettes")),
+                time(&out.join(".state")),
+                time(&out.join("uploads")),
+            ]);
+        }
+        signal
+    }
+
+    fn get(
+        &self,
+        folder: &std::path::Path,
+        compute: impl FnOnce() -> SessionStatus,
+    ) -> SessionStatus {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = entries.get(folder)
+            && hit.at.elapsed() < STATUS_TTL
+            && hit.signal == Self::signal(folder, hit.status.output.as_deref())
+        {
+            return hit.status.clone();
+        }
+        drop(entries);
+        let status = compute();
+        let signal = Self::signal(folder, status.output.as_deref());
+        entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(
+            folder.to_path_buf(),
+            Cached {
+                signal,
+                at: std::time::Instant::now(),
+                status: status.clone(),
+            },
+        );
+        status
+    }
 }
 
 /// One session's page: its status, its `session.json`, its last runs and its log.
@@ -178,7 +247,7 @@ impl Catalog {
         Ok(self
             .folders()?
             .iter()
-            .map(|folder| session_status(folder, &query))
+            .map(|folder| self.cache.get(folder, || session_status(folder, &query)))
             .filter(|s| state.is_none_or(|wanted| s.state == wanted))
             .collect())
     }
@@ -197,9 +266,10 @@ impl Catalog {
 
     /// The status of the session called `name`.
     pub fn status(&self, name: &str) -> std::io::Result<Option<SessionStatus>> {
+        let query = self.query();
         Ok(self
             .find(name)?
-            .map(|folder| session_status(&folder, &self.query())))
+            .map(|folder| self.cache.get(&folder, || session_status(&folder, &query))))
     }
 
     /// The page of the session called `name`.
@@ -207,7 +277,8 @@ impl Catalog {
         let Some(folder) = self.find(name)? else {
             return Ok(None);
         };
-        let status = session_status(&folder, &self.query());
+        let query = self.query();
+        let status = self.cache.get(&folder, || session_status(&folder, &query));
         let Some(out) = status.output.clone() else {
             return Ok(Some(SessionDetail {
                 status,
