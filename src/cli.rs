@@ -1012,6 +1012,7 @@ fn serve(args: &ServeArgs) -> u8 {
         delivery: args.tasks.upload.delivery(),
         settle: settle_time(args.settle_seconds, single),
         cache: Default::default(),
+        snapshots: Default::default(),
     };
     let watch = args.watch.map(|seconds| {
         let options = PassOptions {

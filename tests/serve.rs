@@ -229,6 +229,8 @@ fn the_dashboard_and_the_api_tell_every_session_and_what_became_of_it() {
         .unwrap()
         .path();
     std::fs::remove_file(&first).unwrap();
+    // (The list a request is answered from is at most a second old.)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let after = server.json("/api/sessions");
     let fixture = &after[api_index(&after, FIXTURE)];
     assert_eq!(fixture["vignettes"], 101, "{fixture}");
@@ -280,6 +282,8 @@ fn names_outside_the_root_bad_filters_and_huge_targets_are_refused() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), evil.join(entry.file_name())).unwrap();
     }
+    // (A new session shows within a second.)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let page = server.page("/");
     assert!(!page.contains("<script>"), "{page}");
     assert!(

@@ -28,6 +28,65 @@ pub struct Catalog {
     pub settle: Duration,
     /// Statuses already computed, reused while nothing they depend on changed.
     pub cache: StatusCache,
+    /// What every request asks for, computed once a [`SNAPSHOT_TTL`] for all of them.
+    pub snapshots: Snapshots,
+}
+
+/// How old the list of sessions (and of their statuses) a request is answered from may be.
+pub const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
+
+/// A value computed at most once per [`SNAPSHOT_TTL`] and shared by every request in
+/// between; requests that arrive while it is being computed wait for it instead of each
+/// computing it again.
+#[derive(Debug)]
+pub struct Snapshot<T> {
+    inner: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, T)>>>,
+}
+
+impl<T> Clone for Snapshot<T> {
+    fn clone(&self) -> Self {
+        Snapshot {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> Default for Snapshot<T> {
+    fn default() -> Self {
+        Snapshot {
+            inner: Default::default(),
+        }
+    }
+}
+
+impl<T: Clone> Snapshot<T> {
+    fn get(&self, compute: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, value)) = &*guard
+            && at.elapsed() < SNAPSHOT_TTL
+        {
+            return Ok(value.clone());
+        }
+        let value = compute()?;
+        *guard = Some((std::time::Instant::now(), value.clone()));
+        Ok(value)
+    }
+}
+
+/// A manifest's size and time, and the vignette files it lists.
+type KnownManifest = (
+    u64,
+    Option<std::time::SystemTime>,
+    std::sync::Arc<std::collections::HashSet<String>>,
+);
+
+/// The snapshots a [`Catalog`] keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshots {
+    folders: Snapshot<std::sync::Arc<Vec<PathBuf>>>,
+    sessions: Snapshot<std::sync::Arc<Vec<SessionStatus>>>,
+    /// Each session's vignette file names, by manifest, with the manifest's size and time.
+    manifests: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, KnownManifest>>>,
 }
 
 /// How long a cached status is trusted even when no folder it watches changed (a file
@@ -231,6 +290,13 @@ impl Catalog {
         crate::ingest::find_sessions(&self.root, self.recursive, &self.output_root)
     }
 
+    /// [`Catalog::folders`], as of at most [`SNAPSHOT_TTL`] ago.
+    fn recent_folders(&self) -> std::io::Result<std::sync::Arc<Vec<PathBuf>>> {
+        self.snapshots
+            .folders
+            .get(|| self.folders().map(std::sync::Arc::new))
+    }
+
     fn query(&self) -> StatusQuery<'_> {
         StatusQuery {
             output_root: &self.output_root,
@@ -242,13 +308,21 @@ impl Catalog {
     }
 
     /// Every session's status, in folder order; with `state`, only those in it.
+    /// (As of at most [`SNAPSHOT_TTL`] ago.)
     pub fn sessions(&self, state: Option<SessionState>) -> std::io::Result<Vec<SessionStatus>> {
-        let query = self.query();
-        Ok(self
-            .folders()?
+        let all = self.snapshots.sessions.get(|| {
+            let query = self.query();
+            Ok(std::sync::Arc::new(
+                self.recent_folders()?
+                    .iter()
+                    .map(|folder| self.cache.get(folder, || session_status(folder, &query)))
+                    .collect(),
+            ))
+        })?;
+        Ok(all
             .iter()
-            .map(|folder| self.cache.get(folder, || session_status(folder, &query)))
             .filter(|s| state.is_none_or(|wanted| s.state == wanted))
+            .cloned()
             .collect())
     }
 
@@ -259,9 +333,10 @@ impl Catalog {
             return Ok(None);
         }
         Ok(self
-            .folders()?
-            .into_iter()
-            .find(|folder| folder.file_name().is_some_and(|n| n == name)))
+            .recent_folders()?
+            .iter()
+            .find(|folder| folder.file_name().is_some_and(|n| n == name))
+            .cloned())
     }
 
     /// The status of the session called `name`.
@@ -352,9 +427,36 @@ impl Catalog {
     /// The TIFF of the vignette `file` of a session, if the manifest lists it (never a
     /// path from the request: the name must be one of the manifest's).
     pub fn vignette(&self, out: &std::path::Path, file: &str) -> Option<PathBuf> {
-        let manifest = Manifest::read(&out.join("manifest.csv")).ok()?;
-        let row = manifest.vignettes().find(|r| r.file == file)?;
-        Some(out.join("vignettes").join(&row.file))
+        let path = out.join("manifest.csv");
+        let meta = std::fs::metadata(&path).ok()?;
+        let stamp = (meta.len(), meta.modified().ok());
+        let files = {
+            let known = self
+                .snapshots
+                .manifests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&path)
+                .filter(|(size, time, _)| (*size, *time) == stamp)
+                .map(|(_, _, files)| files.clone());
+            match known {
+                Some(files) => files,
+                None => {
+                    let manifest = Manifest::read(&path).ok()?;
+                    let files: std::sync::Arc<std::collections::HashSet<String>> =
+                        std::sync::Arc::new(manifest.vignettes().map(|r| r.file.clone()).collect());
+                    self.snapshots
+                        .manifests
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(path, (stamp.0, stamp.1, files.clone()));
+                    files
+                }
+            }
+        };
+        files
+            .contains(file)
+            .then(|| out.join("vignettes").join(file))
     }
 
     /// The output folder of the session called `name`, without computing its status.
