@@ -368,11 +368,14 @@ pub struct ServeArgs {
     pub settle_seconds: Option<u64>,
     /// Run the cron pass over the root every SECONDS (the same pass, settle rules and
     /// locks), so that the service replaces cron.
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub watch: Option<u64>,
     /// With --watch: sessions processed at the same time.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub sessions: u64,
+    /// With --watch: run this shell command when a session fails (as for a run).
+    #[arg(long, value_name = "CMD", env = "FLOWCAM_ON_FAILURE")]
+    pub on_failure: Option<String>,
     #[command(flatten)]
     pub tasks: TaskArgs,
 }
@@ -450,6 +453,9 @@ pub fn main() -> ExitCode {
                         }
                         if !from_user(sub, "settle_seconds") && config.settle_seconds.is_some() {
                             args.settle_seconds = config.settle_seconds;
+                        }
+                        if !from_user(sub, "on_failure") && config.on_failure.is_some() {
+                            args.on_failure = config.on_failure.clone();
                         }
                     }
                     serve(args)
@@ -1004,16 +1010,15 @@ fn serve(args: &ServeArgs) -> u8 {
         return exit::SETUP;
     }
     let single = crate::ingest::is_session(&args.directory);
-    let catalog = crate::serve::catalog::Catalog {
-        root: args.directory.clone(),
-        output_root: args.output_directory.clone(),
-        recursive: args.tasks.recursive,
-        options: options(&args.tasks),
-        delivery: args.tasks.upload.delivery(),
-        settle: settle_time(args.settle_seconds, single),
-        cache: Default::default(),
-        snapshots: Default::default(),
-    };
+    let catalog = crate::serve::catalog::Catalog::new(
+        &args.directory,
+        &args.output_directory,
+        args.tasks.recursive,
+        options(&args.tasks),
+        args.tasks.upload.delivery(),
+        settle_time(args.settle_seconds, single),
+    );
+    let interrupt = Interrupt::install();
     let watch = args.watch.map(|seconds| {
         let options = PassOptions {
             output_root: args.output_directory.clone(),
@@ -1025,10 +1030,12 @@ fn serve(args: &ServeArgs) -> u8 {
             skip_complete: true,
             pipeline: options(&args.tasks),
             delivery: args.tasks.upload.delivery(),
-            on_failure: None,
+            on_failure: args.on_failure.clone(),
         };
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let runner = Runner::new(TOOL_VERSION, workers).observer(Box::new(LogObserver));
+        let runner = Runner::new(TOOL_VERSION, workers)
+            .stop_flag(interrupt.flag())
+            .observer(Box::new(LogObserver));
         let folders = catalog.clone();
         crate::serve::watch::spawn(
             std::time::Duration::from_secs(seconds),
@@ -1037,13 +1044,13 @@ fn serve(args: &ServeArgs) -> u8 {
             runner,
         )
     });
-    let served = crate::serve::run(catalog, watch, args.listen, |address| {
+    let served = crate::serve::run(catalog, watch, args.listen, interrupt.flag(), |address| {
         println!("serving {} on http://{address}/", args.directory.display());
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
     });
     match served {
-        Ok(()) => exit::OK,
+        Ok(()) => interrupt.exit_code().unwrap_or(exit::OK),
         Err(e) => {
             eprintln!("error: {e:#}");
             exit::SETUP

@@ -272,6 +272,18 @@ fn names_outside_the_root_bad_filters_and_huge_targets_are_refused() {
     }
     let (status, _, _) = server.get("/api/sessions?state=everything");
     assert_eq!(status, 400);
+    let (status, _, _) = server.get("/api/sessions?colour=red");
+    assert_eq!(status, 400);
+    // A page of another site whose name was rebound to 127.0.0.1 is not answered.
+    let mut stream = TcpStream::connect(&server.address).unwrap();
+    write!(
+        stream,
+        "GET /api/sessions HTTP/1.1\r\nHost: attacker.example:80\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 421"), "{response}");
     let (status, _, _) = server.get(&format!("/?state={}", "x".repeat(5000)));
     assert_eq!(status, 414);
     // Markup in a name is shown as text.
@@ -333,7 +345,24 @@ fn the_gallery_pages_sorts_filters_and_serves_cached_thumbnails_of_the_vignettes
     assert_eq!(n, sizes.iter().filter(|s| **s >= median).count());
     let blank = server.json(&format!("/api/sessions/{FIXTURE}/particles?blank=true"));
     assert_eq!(blank["matching"], 0);
-    for bad in ["?per_page=x", "?colour=red", "?sort=sideways"] {
+    // The gallery's own form, as a browser submits it with every field left at "any".
+    let any = server.page(&format!(
+        "{base}/gallery?class=&blank=&min_um=&max_um=&sort=manifest"
+    ));
+    assert_eq!(any.matches("<img src=").count(), 100);
+    let none = server.json(&format!(
+        "/api/sessions/{FIXTURE}/particles?class=%28none%29&per_page=500"
+    ));
+    assert_eq!(
+        none["matching"], 102,
+        "no particle of the bundled page has a class"
+    );
+    for bad in [
+        "?per_page=x",
+        "?colour=red",
+        "?sort=sideways",
+        "?min_um=abc",
+    ] {
         let (status, _, _) = server.get(&format!("{base}/gallery{bad}"));
         assert_eq!(status, 400, "{bad}");
     }
@@ -356,7 +385,7 @@ fn the_gallery_pages_sorts_filters_and_serves_cached_thumbnails_of_the_vignettes
     let (status, head, png) = server.get(&format!("{base}/thumbnails/{file}"));
     assert_eq!(status, 200);
     assert!(head.contains("content-type: image/png"), "{head}");
-    assert!(head.contains("cache-control: public"), "{head}");
+    assert!(head.contains("cache-control: no-cache"), "{head}");
     let etag = head
         .lines()
         .find_map(|l| l.strip_prefix("etag: "))
@@ -376,7 +405,8 @@ fn the_gallery_pages_sorts_filters_and_serves_cached_thumbnails_of_the_vignettes
     let mut stream = TcpStream::connect(&server.address).unwrap();
     write!(
         stream,
-        "GET {base}/thumbnails/{file} HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"
+        "GET {base}/thumbnails/{file} HTTP/1.1\r\nHost: {}\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n",
+        server.address
     )
     .unwrap();
     let mut response = String::new();
@@ -394,6 +424,22 @@ fn the_gallery_pages_sorts_filters_and_serves_cached_thumbnails_of_the_vignettes
         let (status, _, _) = server.get(&target);
         assert_eq!(status, 404, "{target}");
     }
+
+    // A listed vignette replaced by a file claiming 3,000 x 3,000 pixels is not decoded,
+    // and the answer names no path of the server.
+    let victim = all["particles"][50]["file"].as_str().unwrap();
+    let path = out.join(FIXTURE).join("vignettes").join(victim);
+    let mut huge = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    tiff::encoder::TiffEncoder::new(&mut huge)
+        .unwrap()
+        .write_image::<tiff::encoder::colortype::Gray8>(3000, 3000, &vec![0u8; 9_000_000])
+        .unwrap();
+    drop(huge);
+    let (status, _, body) = server.get(&format!("{base}/images/{victim}"));
+    assert_eq!(status, 404);
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("cannot be read"), "{body}");
+    assert!(!body.contains(out.to_str().unwrap()), "{body}");
 
     // The particle page: the vignette at full size, a scale bar from the pixel size, its
     // measurements and its tags.

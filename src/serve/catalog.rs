@@ -140,9 +140,17 @@ impl StatusCache {
         {
             return hit.status.clone();
         }
+        let before = entries
+            .get(folder)
+            .map(|hit| Self::signal(folder, hit.status.output.as_deref()));
         drop(entries);
+        // The folders' times as they were before the status was computed: a change made
+        // while it is computed makes the next request compute it again.
         let status = compute();
-        let signal = Self::signal(folder, status.output.as_deref());
+        let signal = match before {
+            Some(signal) => signal,
+            None => Self::signal(folder, status.output.as_deref()),
+        };
         entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.insert(
             folder.to_path_buf(),
@@ -214,20 +222,44 @@ pub enum Sort {
     Class,
 }
 
-/// Which particles the gallery shows, and which page of them.
+/// Which particles the gallery shows, and which page of them. An empty value (as a form
+/// sends for "any") is no filter.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ParticleQuery {
     /// 1-based.
+    #[serde(deserialize_with = "empty_is_none")]
     pub page: Option<usize>,
+    #[serde(deserialize_with = "empty_is_none")]
     pub per_page: Option<usize>,
     pub sort: Sort,
-    /// Only this class (`""`: only those without one).
+    /// Only this class; [`NO_CLASS`] for only those without one.
+    #[serde(deserialize_with = "empty_is_none")]
     pub class: Option<String>,
     /// Only blank (`true`) or only not blank (`false`) ones.
+    #[serde(deserialize_with = "empty_is_none")]
     pub blank: Option<bool>,
+    #[serde(deserialize_with = "empty_is_none")]
     pub min_um: Option<f64>,
+    #[serde(deserialize_with = "empty_is_none")]
     pub max_um: Option<f64>,
+}
+
+/// The `class` filter for particles without a class.
+pub const NO_CLASS: &str = "(none)";
+
+/// `""` as no value, anything else parsed (and refused when it does not parse).
+fn empty_is_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 /// The most particles one page holds.
@@ -250,11 +282,18 @@ impl ParticleQuery {
     pub fn select(&self, all: Vec<Particle>) -> ParticlePage {
         let mut chosen: Vec<Particle> = all
             .into_iter()
-            .filter(|p| self.class.as_ref().is_none_or(|c| &p.row.class == c))
+            .filter(|p| {
+                self.class
+                    .as_deref()
+                    .is_none_or(|c| p.row.class == c || (c == NO_CLASS && p.row.class.is_empty()))
+            })
             .filter(|p| self.blank.is_none_or(|b| p.row.blank == b))
             .filter(|p| {
+                // A bound that is not a number is no bound.
                 let size = p.esd_um.unwrap_or(f64::NAN);
-                self.min_um.is_none_or(|m| size >= m) && self.max_um.is_none_or(|m| size <= m)
+                let bound = |b: Option<f64>| b.filter(|v| !v.is_nan());
+                bound(self.min_um).is_none_or(|m| size >= m)
+                    && bound(self.max_um).is_none_or(|m| size <= m)
             })
             .collect();
         let size = |p: &Particle| p.esd_um.unwrap_or(f64::NEG_INFINITY);
@@ -282,6 +321,30 @@ impl ParticleQuery {
 }
 
 impl Catalog {
+    /// The catalog of the sessions under `root` (made absolute and canonical, so that `.`
+    /// names its folder) whose outputs are under `output_root`.
+    pub fn new(
+        root: &std::path::Path,
+        output_root: &std::path::Path,
+        recursive: bool,
+        options: PipelineOptions,
+        delivery: Option<Delivery>,
+        settle: Duration,
+    ) -> Catalog {
+        Catalog {
+            root: root
+                .canonicalize()
+                .unwrap_or_else(|_| crate::tasks::absolute(root)),
+            output_root: crate::tasks::absolute(output_root),
+            recursive,
+            options,
+            delivery,
+            settle,
+            cache: StatusCache::default(),
+            snapshots: Snapshots::default(),
+        }
+    }
+
     /// The session folders under the root (the root itself when it is one).
     pub fn folders(&self) -> std::io::Result<Vec<PathBuf>> {
         if crate::ingest::is_session(&self.root) {

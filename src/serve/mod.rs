@@ -45,8 +45,25 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The address `serve` listens on unless told otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-/// The dashboard's routes over `catalog` (and the watcher's state, when it runs one).
-pub fn router(catalog: Catalog, watch: Option<watch::Watch>) -> Router {
+/// The `Host` values a server bound to `address` answers: on loopback only its own names
+/// (so that a web page whose name was rebound to 127.0.0.1 cannot read it), anywhere
+/// else (the user chose to share it) any.
+pub fn allowed_hosts(address: SocketAddr) -> Option<Vec<String>> {
+    if !address.ip().is_loopback() {
+        return None;
+    }
+    let port = address.port();
+    Some(vec![
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        address.to_string(),
+    ])
+}
+
+/// The dashboard's routes over `catalog` (and the watcher's state, when it runs one),
+/// answering only requests for `hosts` (see [`allowed_hosts`]).
+pub fn router(catalog: Catalog, watch: Option<watch::Watch>, hosts: Option<Vec<String>>) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/sessions/{name}", get(session_page))
@@ -60,7 +77,10 @@ pub fn router(catalog: Catalog, watch: Option<watch::Watch>) -> Router {
         .route("/api/watch", get(api_watch))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(limits))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(hosts),
+            limits,
+        ))
         .with_state(Arc::new(Service {
             catalog,
             pictures: thumbnail::Cache::default(),
@@ -70,10 +90,13 @@ pub fn router(catalog: Catalog, watch: Option<watch::Watch>) -> Router {
 
 /// Serves `catalog` on `listen` until the process is stopped; `ready` is told the bound
 /// address (port 0 picks a free one).
+/// Serves until `stop` is set (SIGTERM, SIGINT); then lets a pass of the watcher that is
+/// running finish its items in flight (the runner starts no new ones) before returning.
 pub fn run(
     catalog: Catalog,
     watch: Option<watch::Watch>,
     listen: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -84,14 +107,49 @@ pub fn run(
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        ready(listener.local_addr()?);
-        axum::serve(listener, router(catalog, watch)).await?;
+        let address = listener.local_addr()?;
+        ready(address);
+        let stopped = stop.clone();
+        axum::serve(
+            listener,
+            router(catalog, watch.clone(), allowed_hosts(address)),
+        )
+        .with_graceful_shutdown(async move {
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await?;
+        if let Some(watch) = watch {
+            while watch.lock().unwrap_or_else(|e| e.into_inner()).running {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         Ok(())
     })
 }
 
-/// Bounds every request: its target's length and its time.
-async fn limits(request: Request, next: Next) -> Response {
+/// Bounds every request: its host, its target's length and its time.
+async fn limits(
+    State(hosts): State<Arc<Option<Vec<String>>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(hosts) = hosts.as_ref() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !hosts.contains(&host) {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                "this dashboard answers only for its loopback address\n",
+            )
+                .into_response();
+        }
+    }
     if request.uri().to_string().len() > MAX_URI {
         return (StatusCode::URI_TOO_LONG, "request target too long\n").into_response();
     }
@@ -152,13 +210,19 @@ impl IntoResponse for Failure {
                 )
             }
         };
-        (status, Html(pages::error(status.as_u16(), &message))).into_response()
+        (
+            status,
+            [(header::CACHE_CONTROL, "no-store")],
+            Html(pages::error(status.as_u16(), &message)),
+        )
+            .into_response()
     }
 }
 
 type Answer = Result<Response, Failure>;
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Filter {
     state: Option<String>,
 }
@@ -370,6 +434,13 @@ async fn picture(
     side: u32,
     headers: axum::http::HeaderMap,
 ) -> Answer {
+    let known: Vec<String> = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/").to_string())
+        .collect();
     let found = blocking(move || {
         let Some(out) = service.output(&name)? else {
             return Ok(Err(no_session(&name)));
@@ -379,29 +450,40 @@ async fn picture(
                 "no vignette {file} in {name}"
             ))));
         };
-        Ok(Ok(service.pictures.get(&path, side).map_err(|e| {
-            Failure::NotFound(format!("vignette {file} cannot be read: {e:#}"))
-        })))
+        let unreadable = |e: anyhow::Error| {
+            tracing::warn!("serve: vignette {}: {e:#}", path.display());
+            Failure::NotFound(format!("vignette {file} cannot be read"))
+        };
+        // The browser's copy is current: answered before anything is decoded.
+        let etag = match thumbnail::etag_of(&path, side) {
+            Ok(etag) => etag,
+            Err(e) => return Ok(Err(unreadable(e))),
+        };
+        if known.iter().any(|t| *t == etag || t == "*") {
+            return Ok(Ok((etag, None)));
+        }
+        Ok(Ok(match service.pictures.get(&path, side) {
+            Ok(picture) => (picture.etag, Some(picture.png)),
+            Err(e) => return Ok(Err(unreadable(e))),
+        }))
     })
     .await?;
-    let picture = found??;
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == picture.etag));
+    let (etag, png) = found?;
+    // A rerun may cut new vignettes under the same names: the browser asks again each
+    // time, and is answered 304 while its copy is current.
     let cache = [
-        (header::ETAG, picture.etag.clone()),
-        (header::CACHE_CONTROL, "public, max-age=3600".to_string()),
+        (header::ETAG, etag),
+        (header::CACHE_CONTROL, "no-cache".to_string()),
     ];
-    if fresh {
-        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
-    }
-    Ok((
-        cache,
-        [(header::CONTENT_TYPE, "image/png".to_string())],
-        picture.png.as_ref().clone(),
-    )
-        .into_response())
+    Ok(match png {
+        None => (StatusCode::NOT_MODIFIED, cache).into_response(),
+        Some(png) => (
+            cache,
+            [(header::CONTENT_TYPE, "image/png".to_string())],
+            png,
+        )
+            .into_response(),
+    })
 }
 
 /// Status changes from one moment to the next: never cached.

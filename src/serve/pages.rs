@@ -1,7 +1,9 @@
 //! The dashboard's HTML, rendered on the server: pages that work without JavaScript (a
 //! `<meta refresh>` keeps the list current). Every value from a file is escaped.
 
-use super::catalog::{Particle, ParticleData, ParticlePage, ParticleQuery, SessionDetail, Sort};
+use super::catalog::{
+    NO_CLASS, Particle, ParticleData, ParticlePage, ParticleQuery, SessionDetail, Sort,
+};
 use super::plots;
 use crate::status::{SessionState, SessionStatus};
 use serde_json::Value;
@@ -326,6 +328,17 @@ pub fn gallery(
          <label>class <select name=\"class\"><option value=\"\">any</option>",
         escape(name)
     );
+    if classes.iter().any(String::is_empty) {
+        let selected = if query.class.as_deref() == Some(NO_CLASS) {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(
+            body,
+            "<option value=\"{NO_CLASS}\"{selected}>without a class</option>"
+        );
+    }
     for class in classes.iter().filter(|c| !c.is_empty()) {
         let selected = if query.class.as_deref() == Some(class) {
             " selected"
@@ -499,8 +512,8 @@ pub fn particle(
             "<figure><img id=\"vignette\" src=\"{base}/images/{}\" width=\"{}\" height=\"{}\" \
              alt=\"particle {}\" style=\"image-rendering:pixelated\">",
             segment(&row.file),
-            row.width * zoom,
-            row.height * zoom,
+            row.width.saturating_mul(zoom),
+            row.height.saturating_mul(zoom),
             escape(&row.particle_id)
         );
         if let Some(um) = um_per_pixel
@@ -512,7 +525,7 @@ pub fn particle(
                 "<svg id=\"scale-bar\" width=\"{w}\" height=\"24\" role=\"img\"><title>{length} µm</title>\
                  <rect x=\"0\" y=\"2\" width=\"{px:.1}\" height=\"6\" fill=\"#000\"/>\
                  <text x=\"0\" y=\"22\" font-size=\"12\">{length} µm</text></svg>",
-                w = (row.width * zoom).max(80)
+                w = row.width.saturating_mul(zoom).max(80)
             );
         }
         body.push_str("</figure>");

@@ -6,7 +6,7 @@ use crate::engine::Digest;
 use anyhow::{Context, bail};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// The longest side of a gallery thumbnail, in pixels.
 pub const THUMBNAIL: u32 = 128;
@@ -14,11 +14,21 @@ pub const THUMBNAIL: u32 = 128;
 /// What the cache may hold before it starts again (the server stays small).
 pub const CACHE_BYTES: usize = 32 << 20;
 
+/// A PNG larger than this is made for each request and never kept.
+pub const CACHE_ONE: usize = CACHE_BYTES / 8;
+
+/// The most pixels a vignette may have to be shown (a FlowCam vignette has thousands; a
+/// file that claims more is not decoded, so one request cannot take the server's memory).
+pub const MAX_PIXELS: u64 = 2048 * 2048;
+
+/// Pictures made at the same time: each holds a decoded vignette in memory.
+pub const MAKING_AT_ONCE: usize = 2;
+
 /// A PNG and its entity tag.
 #[derive(Debug, Clone)]
 pub struct Picture {
     pub etag: String,
-    pub png: Arc<Vec<u8>>,
+    pub png: axum::body::Bytes,
 }
 
 /// The pictures by (TIFF, longest side), and their bytes in all.
@@ -28,48 +38,91 @@ type Entries = (HashMap<(PathBuf, u32), Picture>, usize);
 #[derive(Debug, Default)]
 pub struct Cache {
     entries: Mutex<Entries>,
+    /// Pictures being made now, at most [`MAKING_AT_ONCE`].
+    making: Mutex<usize>,
+    made: std::sync::Condvar,
+}
+
+/// The entity tag of `tiff` as it is now, scaled to `side`: its path, size and time (so it
+/// is known without decoding anything).
+pub fn etag_of(tiff: &Path, side: u32) -> anyhow::Result<String> {
+    let meta = std::fs::metadata(tiff).with_context(|| tiff.display().to_string())?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    Ok(format!(
+        "\"{}\"",
+        &Digest::new()
+            .str(&tiff.display().to_string())
+            .str(&format!("{} {modified} {side}", meta.len()))
+            .hex()[..32]
+    ))
 }
 
 impl Cache {
     /// The PNG of `tiff` scaled to at most `side` pixels (0: full size): from the cache
-    /// when the TIFF has not changed since, else made now.
+    /// when the TIFF has not changed since, else made now (two at a time at most).
     pub fn get(&self, tiff: &Path, side: u32) -> anyhow::Result<Picture> {
-        let meta = std::fs::metadata(tiff).with_context(|| tiff.display().to_string())?;
-        let modified = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let etag = format!(
-            "\"{}\"",
-            &Digest::new()
-                .str(&tiff.display().to_string())
-                .str(&format!("{} {modified} {side}", meta.len()))
-                .hex()[..32]
-        );
+        let etag = etag_of(tiff, side)?;
         let key = (tiff.to_path_buf(), side);
-        if let Some(hit) = self.lock().0.get(&key)
-            && hit.etag == etag
-        {
-            return Ok(hit.clone());
+        let cached = |cache: &Cache| {
+            cache
+                .lock()
+                .0
+                .get(&key)
+                .filter(|hit| hit.etag == etag)
+                .cloned()
+        };
+        if let Some(hit) = cached(self) {
+            return Ok(hit);
         }
-        let png = Arc::new(png_of(tiff, side)?);
+        let _slot = self.slot();
+        // Another request may have made it while this one waited.
+        if let Some(hit) = cached(self) {
+            return Ok(hit);
+        }
+        let png = axum::body::Bytes::from(png_of(tiff, side)?);
         let picture = Picture { etag, png };
-        let mut entries = self.lock();
-        if entries.1 + picture.png.len() > CACHE_BYTES {
-            entries.0.clear();
-            entries.1 = 0;
-        }
-        entries.1 += picture.png.len();
-        if let Some(old) = entries.0.insert(key, picture.clone()) {
-            entries.1 -= old.png.len();
+        if picture.png.len() <= CACHE_ONE {
+            let mut entries = self.lock();
+            if entries.1 + picture.png.len() > CACHE_BYTES {
+                entries.0.clear();
+                entries.1 = 0;
+            }
+            entries.1 += picture.png.len();
+            if let Some(old) = entries.0.insert(key, picture.clone()) {
+                entries.1 -= old.png.len();
+            }
         }
         Ok(picture)
     }
 
+    /// Waits for one of the [`MAKING_AT_ONCE`] slots; it is given back when dropped.
+    fn slot(&self) -> Slot<'_> {
+        let mut making = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        while *making >= MAKING_AT_ONCE {
+            making = self.made.wait(making).unwrap_or_else(|e| e.into_inner());
+        }
+        *making += 1;
+        Slot(self)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A picture-making slot, given back when dropped.
+struct Slot<'a>(&'a Cache);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut making = self.0.making.lock().unwrap_or_else(|e| e.into_inner());
+        *making -= 1;
+        self.0.made.notify_one();
     }
 }
 
@@ -81,6 +134,12 @@ pub fn png_of(tiff: &Path, side: u32) -> anyhow::Result<Vec<u8>> {
     let mut decoder = Decoder::new(std::io::BufReader::new(file))
         .with_context(|| format!("{}: not a TIFF", tiff.display()))?;
     let (width, height) = decoder.dimensions()?;
+    if width as u64 * height as u64 > MAX_PIXELS {
+        bail!(
+            "{}: {width}x{height} pixels is more than a vignette has",
+            tiff.display()
+        );
+    }
     let (color, channels) = match decoder.colortype()? {
         tiff::ColorType::Gray(8) => (png::ColorType::Grayscale, 1),
         tiff::ColorType::RGB(8) => (png::ColorType::Rgb, 3),
@@ -117,10 +176,14 @@ fn shrink(pixels: &[u8], w: u32, h: u32, channels: usize, side: u32) -> (u32, u3
         ((h as f64 * scale).round() as u32).max(1),
     );
     let mut out = Vec::with_capacity(nw as usize * nh as usize * channels);
-    for y in 0..nh {
-        let (y0, y1) = (y * h / nh, ((y + 1) * h / nh).max(y * h / nh + 1));
-        for x in 0..nw {
-            let (x0, x1) = (x * w / nw, ((x + 1) * w / nw).max(x * w / nw + 1));
+    // In u64: (y + 1) * h overflows u32 for tall images.
+    let (w64, h64, nw64, nh64) = (w as u64, h as u64, nw as u64, nh as u64);
+    for y in 0..nh64 {
+        let y0 = (y * h64 / nh64) as u32;
+        let y1 = (((y + 1) * h64 / nh64) as u32).max(y0 + 1);
+        for x in 0..nw64 {
+            let x0 = (x * w64 / nw64) as u32;
+            let x1 = (((x + 1) * w64 / nw64) as u32).max(x0 + 1);
             for c in 0..channels {
                 let mut sum = 0u64;
                 for yy in y0..y1 {

@@ -57,14 +57,27 @@ pub fn spawn(
         .spawn(move || {
             loop {
                 lock(&shared).running = true;
-                let summary = one_pass(&folders, &options, &runner);
-                let next: DateTime<Utc> =
-                    Utc::now() + chrono::Duration::from_std(period).unwrap_or_default();
+                // A panic outside the engine's own guard must not end the watching: it is
+                // this pass's error, and the next pass comes as planned.
+                let summary = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    one_pass(&folders, &options, &runner)
+                }))
+                .unwrap_or_else(|panic| PassSummary {
+                    error: Some(format!(
+                        "internal error (panic): {}",
+                        crate::engine::runner::panic_message(panic.as_ref())
+                    )),
+                    finished_at: Utc::now().to_rfc3339(),
+                    ..PassSummary::default()
+                });
+                let next: Option<DateTime<Utc>> = chrono::Duration::from_std(period)
+                    .ok()
+                    .and_then(|d| Utc::now().checked_add_signed(d));
                 {
                     let mut state = lock(&shared);
                     state.running = false;
                     state.last = Some(summary);
-                    state.next_at = Some(next.to_rfc3339());
+                    state.next_at = next.map(|n| n.to_rfc3339());
                 }
                 std::thread::sleep(period);
             }

@@ -15,7 +15,7 @@ pub use ecotaxa::ExportEcoTaxa;
 pub use extract_metadata::{ExtractMetadata, ExtractOptions};
 pub use manifest::{MANIFEST_HEADER, Manifest, ManifestRow};
 pub use read_metadata::ReadMetadata;
-pub use session::{Session, SessionError};
+pub use session::{Session, SessionError, absolute};
 pub use upload::{UploadOptions, UploadToS3};
 
 use crate::engine::{Task, TaskRef};
