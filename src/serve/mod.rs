@@ -256,12 +256,13 @@ fn no_session(name: &str) -> Failure {
 async fn dashboard(State(service): Shared, Query(filter): Query<Filter>) -> Answer {
     let state = filter.state()?;
     let watching = service.watching();
-    let sessions = blocking(move || service.sessions(state)).await?;
-    Ok(no_store(Html(pages::dashboard(
-        &sessions,
-        state,
-        watching.as_ref(),
-    ))))
+    // Rendered off the async threads too: a page of hundreds of sessions is work.
+    let page = blocking(move || {
+        let sessions = service.sessions(state)?;
+        Ok(pages::dashboard(&sessions, state, watching.as_ref()))
+    })
+    .await?;
+    Ok(no_store(Html(page)))
 }
 
 async fn session_page(State(service): Shared, Path(name): Path<String>) -> Answer {
@@ -269,18 +270,20 @@ async fn session_page(State(service): Shared, Path(name): Path<String>) -> Answe
     let found = blocking(move || {
         Ok(service.detail(&name)?.map(|detail| {
             let particles = service.particles(&detail.status);
-            (detail, particles)
+            pages::session(&name, &detail, &particles)
         }))
     })
     .await?;
-    let (detail, particles) = found.ok_or_else(|| no_session(&shown))?;
-    Ok(no_store(Html(pages::session(&shown, &detail, &particles))))
+    Ok(no_store(Html(found.ok_or_else(|| no_session(&shown))?)))
 }
 
 async fn api_sessions(State(service): Shared, Query(filter): Query<Filter>) -> Answer {
     let state = filter.state()?;
-    let sessions = blocking(move || service.sessions(state)).await?;
-    Ok(no_store(Json(sessions)))
+    let body = blocking(move || {
+        serde_json::to_vec(&service.sessions(state)?).map_err(std::io::Error::other)
+    })
+    .await?;
+    Ok(no_store(json_body(body)))
 }
 
 async fn api_session(State(service): Shared, Path(name): Path<String>) -> Answer {
@@ -484,6 +487,11 @@ async fn picture(
         )
             .into_response(),
     })
+}
+
+/// JSON already serialized (off the async threads).
+fn json_body(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Status changes from one moment to the next: never cached.
