@@ -424,15 +424,14 @@ pub fn main() -> ExitCode {
             match load_config(&args.tasks) {
                 Ok(config) => {
                     if let Some(config) = &config {
-                        merge_tasks(&mut args.tasks, sub, config);
-                        if !from_user(sub, "output_directory")
-                            && let Some(dir) = &config.output_directory
-                        {
-                            args.output_directory = dir.clone();
-                        }
-                        if !from_user(sub, "settle_seconds") && config.settle_seconds.is_some() {
-                            args.settle_seconds = config.settle_seconds;
-                        }
+                        let a = &mut **args;
+                        merge_view(
+                            sub,
+                            config,
+                            &mut a.tasks,
+                            &mut a.output_directory,
+                            &mut a.settle_seconds,
+                        );
                     }
                     status(args)
                 }
@@ -445,15 +444,14 @@ pub fn main() -> ExitCode {
             match load_config(&args.tasks) {
                 Ok(config) => {
                     if let Some(config) = &config {
-                        merge_tasks(&mut args.tasks, sub, config);
-                        if !from_user(sub, "output_directory")
-                            && let Some(dir) = &config.output_directory
-                        {
-                            args.output_directory = dir.clone();
-                        }
-                        if !from_user(sub, "settle_seconds") && config.settle_seconds.is_some() {
-                            args.settle_seconds = config.settle_seconds;
-                        }
+                        let a = &mut **args;
+                        merge_view(
+                            sub,
+                            config,
+                            &mut a.tasks,
+                            &mut a.output_directory,
+                            &mut a.settle_seconds,
+                        );
                         if !from_user(sub, "on_failure") && config.on_failure.is_some() {
                             args.on_failure = config.on_failure.clone();
                         }
@@ -638,6 +636,26 @@ fn apply_config(args: &mut RunArgs, matches: &ArgMatches) -> Result<Option<Strin
 }
 
 /// The options `status` shares with a run.
+/// The configuration file under the options of a command that looks at sessions as a run
+/// would (`status`, `serve`): the tasks' options, the output folder and the settle time.
+fn merge_view(
+    m: &ArgMatches,
+    config: &Config,
+    tasks: &mut TaskArgs,
+    output_directory: &mut PathBuf,
+    settle_seconds: &mut Option<u64>,
+) {
+    merge_tasks(tasks, m, config);
+    if !from_user(m, "output_directory")
+        && let Some(dir) = &config.output_directory
+    {
+        *output_directory = dir.clone();
+    }
+    if !from_user(m, "settle_seconds") && config.settle_seconds.is_some() {
+        *settle_seconds = config.settle_seconds;
+    }
+}
+
 fn merge_tasks(args: &mut TaskArgs, m: &ArgMatches, config: &Config) {
     if !from_user(m, "recursive")
         && let Some(v) = config.recursive
