@@ -258,6 +258,79 @@ fn write_undefined(dir: &mut Directory, tag: Tag, bytes: &[u8]) -> Result<(), ti
     Ok(())
 }
 
+/// A vignette as read back: its size, pixel format and pixels (row-major, interleaved).
+#[derive(Debug, Clone)]
+pub struct DecodedVignette {
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+    pub pixels: Vec<u8>,
+}
+
+/// Reads the pixels of an 8-bit grey, RGB or RGBA TIFF (the formats [`encode`] writes),
+/// checking that they fill the image.
+pub fn read_pixels<R: std::io::Read + std::io::Seek>(
+    decoder: &mut tiff::decoder::Decoder<R>,
+) -> anyhow::Result<DecodedVignette> {
+    let (width, height) = decoder.dimensions()?;
+    let format = match decoder.colortype()? {
+        tiff::ColorType::Gray(8) => PixelFormat::Gray8,
+        tiff::ColorType::RGB(8) => PixelFormat::Rgb8,
+        tiff::ColorType::RGBA(8) => PixelFormat::Rgba8,
+        other => anyhow::bail!("unsupported pixel format {other:?}"),
+    };
+    let tiff::decoder::DecodingResult::U8(pixels) = decoder.read_image()? else {
+        anyhow::bail!("not 8 bits per sample");
+    };
+    if pixels.len() != width as usize * height as usize * format.channels() {
+        anyhow::bail!(
+            "{width}x{height} image with {} bytes of pixels",
+            pixels.len()
+        );
+    }
+    Ok(DecodedVignette {
+        width,
+        height,
+        format,
+        pixels,
+    })
+}
+
+/// The PNG colour type that holds a pixel format's samples as they are.
+pub fn png_color(format: PixelFormat) -> png::ColorType {
+    match format {
+        PixelFormat::Gray8 => png::ColorType::Grayscale,
+        PixelFormat::Rgb8 => png::ColorType::Rgb,
+        PixelFormat::Rgba8 => png::ColorType::Rgba,
+    }
+}
+
+/// A TIFF's ResolutionUnit and XResolution as (unit, numerator, denominator), when it has
+/// both (a vignette's X and Y are equal).
+pub fn read_resolution<R: std::io::Read + std::io::Seek>(
+    decoder: &mut tiff::decoder::Decoder<R>,
+) -> tiff::TiffResult<Option<(u16, u32, u32)>> {
+    use tiff::decoder::ifd::Value;
+    let unit = match decoder.find_tag(Tag::ResolutionUnit)? {
+        Some(Value::Short(unit)) => unit,
+        Some(Value::Unsigned(unit)) => unit as u16,
+        _ => return Ok(None),
+    };
+    Ok(match decoder.find_tag(Tag::XResolution)? {
+        Some(Value::Rational(n, d)) if d > 0 && n > 0 => Some((unit, n, d)),
+        _ => None,
+    })
+}
+
+/// Pixels per centimetre from a resolution [`read_resolution`] read, when it is a pixel
+/// size (unit 3, centimetres, as [`encode`] writes it).
+pub fn pixels_per_centimetre_of(resolution: Option<(u16, u32, u32)>) -> Option<f64> {
+    match resolution {
+        Some((3, n, d)) => Some(n as f64 / d as f64),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

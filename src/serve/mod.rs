@@ -372,7 +372,7 @@ async fn particle_page(State(service): Shared, Path((name, id)): Path<(String, S
 
 /// The vignette's own tags, as the particle page lists them, and its pixel size.
 fn tiff_tags(path: &std::path::Path) -> (Vec<(String, String)>, Option<f64>) {
-    use tiff::decoder::ifd::Value;
+    use crate::flowcam::vignette;
     use tiff::tags::Tag;
     let Ok(file) = std::fs::File::open(path) else {
         return (Vec::new(), None);
@@ -394,15 +394,9 @@ fn tiff_tags(path: &std::path::Path) -> (Vec<(String, String)>, Option<f64>) {
             tags.push((name.to_string(), text));
         }
     }
-    let unit = decoder.find_tag(Tag::ResolutionUnit).ok().flatten();
-    let resolution = decoder.find_tag(Tag::XResolution).ok().flatten();
+    let resolution = vignette::read_resolution(&mut decoder).ok().flatten();
     let mut um_per_pixel = None;
-    if let (Some(Value::Short(3) | Value::Unsigned(3)), Some(Value::Rational(n, d))) =
-        (unit, resolution)
-        && n > 0
-        && d > 0
-    {
-        let per_cm = n as f64 / d as f64;
+    if let Some(per_cm) = vignette::pixels_per_centimetre_of(resolution) {
         tags.push(("XResolution".to_string(), format!("{per_cm:.2} pixels/cm")));
         um_per_pixel = Some(10_000.0 / per_cm);
         tags.push((

@@ -129,9 +129,9 @@ impl Drop for Slot<'_> {
 /// Decodes an 8-bit grey, RGB or RGBA TIFF and encodes it as a PNG of the same layout,
 /// its longest side scaled down (by averaging) to at most `side` pixels (0: as it is).
 pub fn png_of(tiff: &Path, side: u32) -> anyhow::Result<Vec<u8>> {
-    use tiff::decoder::{Decoder, DecodingResult};
+    use crate::flowcam::vignette::{png_color, read_pixels};
     let file = std::fs::File::open(tiff).with_context(|| tiff.display().to_string())?;
-    let mut decoder = Decoder::new(std::io::BufReader::new(file))
+    let mut decoder = tiff::decoder::Decoder::new(std::io::BufReader::new(file))
         .with_context(|| format!("{}: not a TIFF", tiff.display()))?;
     let (width, height) = decoder.dimensions()?;
     if width as u64 * height as u64 > MAX_PIXELS {
@@ -140,18 +140,12 @@ pub fn png_of(tiff: &Path, side: u32) -> anyhow::Result<Vec<u8>> {
             tiff.display()
         );
     }
-    let (color, channels) = match decoder.colortype()? {
-        tiff::ColorType::Gray(8) => (png::ColorType::Grayscale, 1),
-        tiff::ColorType::RGB(8) => (png::ColorType::Rgb, 3),
-        tiff::ColorType::RGBA(8) => (png::ColorType::Rgba, 4),
-        other => bail!("{}: unsupported pixel format {other:?}", tiff.display()),
-    };
-    let DecodingResult::U8(pixels) = decoder.read_image()? else {
-        bail!("{}: not 8 bits per sample", tiff.display());
-    };
-    if pixels.len() != width as usize * height as usize * channels {
-        bail!("{}: pixels do not fill the image", tiff.display());
-    }
+    let image = read_pixels(&mut decoder).with_context(|| tiff.display().to_string())?;
+    let (color, channels, pixels) = (
+        png_color(image.format),
+        image.format.channels(),
+        image.pixels,
+    );
     let (w, h, pixels) = shrink(&pixels, width, height, channels, side);
     let mut out = Vec::with_capacity(pixels.len() / 2 + 256);
     let mut encoder = png::Encoder::new(&mut out, w, h);

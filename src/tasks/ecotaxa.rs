@@ -20,7 +20,10 @@
 use crate::engine::{Digest, Item, Parameters, Plan, Staging, Task, TaskRef};
 use crate::flowcam::SamplePosition;
 use crate::flowcam::lst::{Field, parse_timestamp};
-use crate::flowcam::vignette::{SOFTWARE, degrees_minutes_seconds};
+use crate::flowcam::vignette::{
+    SOFTWARE, degrees_minutes_seconds, pixels_per_centimetre_of, png_color, read_pixels,
+    read_resolution,
+};
 use crate::tasks::Session;
 use crate::tasks::extract_metadata::SessionRecord;
 use crate::tasks::manifest::{Manifest, ManifestRow};
@@ -635,18 +638,11 @@ fn to_png(
     position: Option<&SamplePosition>,
     serial_number: Option<&str>,
 ) -> anyhow::Result<Vec<u8>> {
-    use tiff::decoder::{Decoder, DecodingResult};
+    use tiff::decoder::Decoder;
     let bytes = std::fs::read(tiff_path)
         .with_context(|| format!("cannot read vignette {}", tiff_path.display()))?;
     let decoded = (|| -> anyhow::Result<_> {
         let mut decoder = Decoder::new(Cursor::new(&bytes))?;
-        let (width, height) = decoder.dimensions()?;
-        let (color, channels) = match decoder.colortype()? {
-            tiff::ColorType::Gray(8) => (png::ColorType::Grayscale, 1),
-            tiff::ColorType::RGB(8) => (png::ColorType::Rgb, 3),
-            tiff::ColorType::RGBA(8) => (png::ColorType::Rgba, 4),
-            other => bail!("unsupported pixel format {other:?}"),
-        };
         let mut ascii = |tag| -> anyhow::Result<Option<String>> {
             Ok(match decoder.find_tag(tag)? {
                 Some(value) => Some(value.into_string()?),
@@ -660,19 +656,16 @@ fn to_png(
             // In the EXIF directory, which the decoder does not read: as the TIFF's writer
             // was given it.
             serial_number: serial_number.map(str::to_string),
-            resolution: resolution_of(&mut decoder)?,
+            resolution: read_resolution(&mut decoder)?,
         };
-        let pixels = match decoder.read_image()? {
-            DecodingResult::U8(pixels) => pixels,
-            _ => bail!("not 8 bits per sample"),
-        };
-        if pixels.len() != width as usize * height as usize * channels {
-            bail!(
-                "{width}x{height} image with {} bytes of pixels",
-                pixels.len()
-            );
-        }
-        Ok((width, height, color, instrument, pixels))
+        let image = read_pixels(&mut decoder)?;
+        Ok((
+            image.width,
+            image.height,
+            png_color(image.format),
+            instrument,
+            image.pixels,
+        ))
     })();
     let (width, height, color, instrument, pixels) =
         decoded.with_context(|| format!("cannot decode vignette {}", tiff_path.display()))?;
@@ -691,7 +684,7 @@ fn to_png(
     info.color_type = color;
     info.bit_depth = png::BitDepth::Eight;
     info.exif_metadata = Some(exif.into());
-    if let Some(per_cm) = instrument.pixels_per_centimetre() {
+    if let Some(per_cm) = pixels_per_centimetre_of(instrument.resolution) {
         // pHYs, for viewers that read no EXIF: pixels per metre.
         let per_metre = (100.0 * per_cm).round();
         if per_metre >= 1.0 && per_metre <= u32::MAX as f64 {
@@ -719,33 +712,6 @@ struct Instrument {
     /// ResolutionUnit and X/YResolution (numerator, denominator) as the TIFF has them;
     /// unit 3 (centimetres) when it carries the pixel size.
     resolution: Option<(u16, u32, u32)>,
-}
-
-impl Instrument {
-    /// Pixels per centimetre, when the TIFF carries the pixel size.
-    fn pixels_per_centimetre(&self) -> Option<f64> {
-        match self.resolution {
-            Some((3, n, d)) => Some(n as f64 / d as f64),
-            _ => None,
-        }
-    }
-}
-
-/// The TIFF's ResolutionUnit and XResolution (the vignettes' X and Y are equal).
-fn resolution_of<R: std::io::Read + std::io::Seek>(
-    decoder: &mut tiff::decoder::Decoder<R>,
-) -> anyhow::Result<Option<(u16, u32, u32)>> {
-    use tiff::decoder::ifd::Value;
-    use tiff::tags::Tag;
-    let unit = match decoder.find_tag(Tag::ResolutionUnit)? {
-        Some(Value::Short(unit)) => unit,
-        Some(Value::Unsigned(unit)) => unit as u16,
-        _ => return Ok(None),
-    };
-    Ok(match decoder.find_tag(Tag::XResolution)? {
-        Some(Value::Rational(n, d)) if d > 0 && n > 0 => Some((unit, n, d)),
-        _ => None,
-    })
 }
 
 /// What goes into a PNG's EXIF besides the Software tag.
