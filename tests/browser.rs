@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{FIXTURE, bin, copy_fixture, run_bin, text};
+use common::serve::Server;
+use common::{FIXTURE, copy_fixture, run_bin, text};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -178,31 +179,8 @@ fn a_browser_follows_a_session_to_its_plots_and_a_gallery_whose_images_load() {
     ]);
     assert!(output.status.success(), "{}", text(&output));
 
-    let mut server = bin()
-        .args([
-            "serve",
-            "-d",
-            root.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Running(server);
-    let site = line
-        .trim()
-        .rsplit_once(' ')
-        .unwrap()
-        .1
-        .trim_end_matches('/')
-        .to_string();
-    assert!(site.starts_with("http://127.0.0.1:"), "{line}");
+    let server = Server::start(&root, &out);
+    let site = format!("http://{}", server.address);
 
     let (_driver, driver) = start_driver();
     let capabilities = json!({"capabilities": {"alwaysMatch": {

@@ -3,115 +3,16 @@
 
 mod common;
 
-use common::{FIXTURE, bin, copy_fixture, run_bin, text};
+use common::serve::Server;
+use common::{FIXTURE, copy_fixture, run_bin, text};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Stdio};
 
-/// A running `serve`, stopped when dropped.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(root: &Path, out: &Path) -> Server {
-        Server::start_with(root, out, &[])
-    }
-
-    fn start_with(root: &Path, out: &Path, extra: &[&str]) -> Server {
-        let mut child = bin()
-            .args([
-                "serve",
-                "-d",
-                root.to_str().unwrap(),
-                "-o",
-                out.to_str().unwrap(),
-            ])
-            .args(["--listen", "127.0.0.1:0", "--settle-seconds", "0"])
-            .args(extra)
-            .current_dir(root)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .rsplit_once("http://")
-            .map(|(_, a)| a.trim_end_matches('/').to_string())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Server { child, address }
-    }
-
-    /// `GET target`: (status, headers lowercased, body).
-    fn get(&self, target: &str) -> (u16, String, Vec<u8>) {
-        let mut stream = TcpStream::connect(&self.address).unwrap();
-        write!(
-            stream,
-            "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.address
-        )
-        .unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let split = response
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a complete response");
-        let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
-        let status = head[9..12].parse().unwrap();
-        let mut body = response[split + 4..].to_vec();
-        if head.contains("transfer-encoding: chunked") {
-            body = dechunk(&body);
-        }
-        (status, head, body)
-    }
-
-    fn page(&self, target: &str) -> String {
-        let (status, _, body) = self.get(target);
-        assert_eq!(status, 200, "{target}");
-        String::from_utf8(body).unwrap()
-    }
-
-    fn json(&self, target: &str) -> Value {
-        let (status, head, body) = self.get(target);
-        assert_eq!(status, 200, "{target}");
-        assert!(head.contains("content-type: application/json"), "{head}");
-        assert!(head.contains("cache-control: no-store"), "{head}");
-        serde_json::from_slice(&body).unwrap()
-    }
-}
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let end = body.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&body[..end]).unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&body[end + 2..end + 2 + size]);
-        body = &body[end + 2 + size + 2..];
-    }
-}
-
-/// A root of three sessions: the bundled real one, processed; one whose `.lst` is broken,
-/// run and failed; one never run.
-fn root(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+/// `dir/root` with the bundled real session and one whose `.lst` is broken, neither run;
+/// and `dir/out` for their outputs.
+fn unprocessed_root(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let root = dir.join("root");
     let out = dir.join("out");
     std::fs::create_dir_all(&root).unwrap();
@@ -122,6 +23,13 @@ fn root(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         b"not a particle list\n",
     )
     .unwrap();
+    (root, out)
+}
+
+/// A root of three sessions: the bundled real one, processed; one whose `.lst` is broken,
+/// run and failed; one never run.
+fn root(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (root, out) = unprocessed_root(dir);
     copy_fixture(&root, "Later_54.0143_-2.7770_05052023_1");
     for name in [FIXTURE, "Broken_54.0143_-2.7770_04052023_1"] {
         let output = run_bin(&[
@@ -464,16 +372,7 @@ fn the_gallery_pages_sorts_filters_and_serves_cached_thumbnails_of_the_vignettes
 #[test]
 fn with_watch_the_service_runs_the_pass_itself_and_shows_it() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let out = dir.path().join("out");
-    std::fs::create_dir_all(&root).unwrap();
-    copy_fixture(&root, FIXTURE);
-    let broken = copy_fixture(&root, "Broken_54.0143_-2.7770_04052023_1");
-    std::fs::write(
-        broken.join(format!("{FIXTURE}.lst")),
-        b"not a particle list\n",
-    )
-    .unwrap();
+    let (root, out) = unprocessed_root(dir.path());
     let server = Server::start_with(&root, &out, &["--watch", "1", "--no-upload"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {

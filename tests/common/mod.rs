@@ -3,6 +3,7 @@
 
 pub mod blanks;
 pub mod garage;
+pub mod serve;
 pub mod stage;
 pub mod upload_api;
 
