@@ -179,6 +179,43 @@ impl Collage {
     }
 }
 
+/// Items grouped by the collage page they lie on, pages in order of first appearance (as
+/// the `.lst` lists them): the unit of work of every task that reads pages.
+#[derive(Debug)]
+pub struct ByPage<T> {
+    pages: Vec<(String, Vec<T>)>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl<T> Default for ByPage<T> {
+    fn default() -> Self {
+        ByPage {
+            pages: Vec::new(),
+            index: Default::default(),
+        }
+    }
+}
+
+impl<T> ByPage<T> {
+    /// Adds `item` to `page`'s group.
+    pub fn push(&mut self, page: &str, item: T) {
+        let at = match self.index.get(page) {
+            Some(&at) => at,
+            None => {
+                self.pages.push((page.to_string(), Vec::new()));
+                self.index.insert(page.to_string(), self.pages.len() - 1);
+                self.pages.len() - 1
+            }
+        };
+        self.pages[at].1.push(item);
+    }
+
+    /// (page, its items), in order of first appearance.
+    pub fn into_pages(self) -> Vec<(String, Vec<T>)> {
+        self.pages
+    }
+}
+
 /// A planar page (PlanarConfiguration=2: all of channel 0, then all of channel 1, ...,
 /// each cut in strips or tiles) decoded chunk by chunk into interleaved pixels. Every chunk
 /// must be there, hold the samples its place in the page needs, and lie inside the page.

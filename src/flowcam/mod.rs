@@ -9,6 +9,6 @@ pub mod session_name;
 pub mod side_files;
 pub mod vignette;
 
-pub use collage::{Collage, PixelFormat};
+pub use collage::{ByPage, Collage, PixelFormat};
 pub use lst::{Field, FieldType, ParticleList};
 pub use session_name::{SamplePosition, SessionName};

@@ -296,18 +296,13 @@ impl<'a> Pages<'a> {
                 .position(|f| f.name == "timestamp" && f.ty == FieldType::Timestamp),
         };
         let mut rows = Vec::new();
-        let mut pages: Vec<(String, Vec<usize>)> = Vec::new();
-        let mut page_of: HashMap<String, usize> = HashMap::new();
+        let mut pages = crate::flowcam::ByPage::default();
         for record in reader.records() {
             let record = record.with_context(|| csv_path.display().to_string())?;
-            let collage = &record[columns.collage];
-            let page = *page_of.entry(collage.to_string()).or_insert_with(|| {
-                pages.push((collage.to_string(), Vec::new()));
-                pages.len() - 1
-            });
-            pages[page].1.push(rows.len());
+            pages.push(&record[columns.collage], rows.len());
             rows.push(record);
         }
+        let pages = pages.into_pages();
         Ok(Pages {
             task,
             rows,

@@ -543,17 +543,12 @@ type Pages = Vec<(String, Vec<usize>)>;
 fn read_manifest(path: &Path) -> anyhow::Result<(Vec<Vignette>, Pages)> {
     let manifest = Manifest::read(path)?;
     let mut vignettes = Vec::new();
-    let mut pages: Pages = Vec::new();
-    let mut page_of: HashMap<String, usize> = HashMap::new();
+    let mut pages = crate::flowcam::ByPage::default();
     for row in manifest.rows.into_iter().filter(ManifestRow::has_vignette) {
-        let page = *page_of.entry(row.collage.clone()).or_insert_with(|| {
-            pages.push((row.collage.clone(), Vec::new()));
-            pages.len() - 1
-        });
-        pages[page].1.push(vignettes.len());
+        pages.push(&row.collage, vignettes.len());
         vignettes.push(row);
     }
-    Ok((vignettes, pages))
+    Ok((vignettes, pages.into_pages()))
 }
 
 /// `object_<name>` for every numeric field but `id` (already `object_id`): lowercased,

@@ -757,7 +757,7 @@ fn read_particles(path: &Path) -> anyhow::Result<Particles> {
         witnesses: Vec::new(),
         pages: Vec::new(),
     };
-    let mut page_of: HashMap<String, usize> = HashMap::new();
+    let mut pages = crate::flowcam::ByPage::default();
     for record in reader.records() {
         let record = record.with_context(|| path.display().to_string())?;
         let number = |c: Option<usize>| c.and_then(|c| record[c].parse::<f64>().ok());
@@ -778,19 +778,18 @@ fn read_particles(path: &Path) -> anyhow::Result<Particles> {
         else {
             continue;
         };
-        let name = &record[collage];
-        let page = *page_of.entry(name.to_string()).or_insert_with(|| {
-            particles.pages.push((name.to_string(), Vec::new()));
-            particles.pages.len() - 1
-        });
-        particles.pages[page].1.push(Placement {
-            id: pid,
-            x,
-            y,
-            w,
-            h,
-        });
+        pages.push(
+            &record[collage],
+            Placement {
+                id: pid,
+                x,
+                y,
+                w,
+                h,
+            },
+        );
     }
+    particles.pages = pages.into_pages();
     Ok(particles)
 }
 
