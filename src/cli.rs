@@ -376,6 +376,9 @@ pub struct ServeArgs {
     /// With --watch: run this shell command when a session fails (as for a run).
     #[arg(long, value_name = "CMD", env = "FLOWCAM_ON_FAILURE")]
     pub on_failure: Option<String>,
+    /// Orders run at the same time (with FLOWCAM_SERVE_TOKEN set; see the README).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub order_workers: u64,
     #[command(flatten)]
     pub tasks: TaskArgs,
 }
@@ -1037,19 +1040,27 @@ fn serve(args: &ServeArgs) -> u8 {
         settle_time(args.settle_seconds, single),
     );
     let interrupt = Interrupt::install();
+    let pass = PassOptions {
+        output_root: args.output_directory.clone(),
+        experiment_name: None,
+        sessions: args.sessions as usize,
+        settle: settle_time(args.settle_seconds, single),
+        wait_for_collages: !single,
+        force: false,
+        skip_complete: true,
+        pipeline: options(&args.tasks),
+        delivery: args.tasks.upload.delivery(),
+        on_failure: args.on_failure.clone(),
+    };
+    let (desk, workers) = match order_desk(args, &catalog, &pass, &interrupt) {
+        Ok(Some((desk, workers))) => (Some(desk), Some(workers)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::SETUP;
+        }
+    };
     let watch = args.watch.map(|seconds| {
-        let options = PassOptions {
-            output_root: args.output_directory.clone(),
-            experiment_name: None,
-            sessions: args.sessions as usize,
-            settle: settle_time(args.settle_seconds, single),
-            wait_for_collages: !single,
-            force: false,
-            skip_complete: true,
-            pipeline: options(&args.tasks),
-            delivery: args.tasks.upload.delivery(),
-            on_failure: args.on_failure.clone(),
-        };
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let runner = Runner::new(TOOL_VERSION, workers)
             .stop_flag(interrupt.flag())
@@ -1058,15 +1069,33 @@ fn serve(args: &ServeArgs) -> u8 {
         crate::serve::watch::spawn(
             std::time::Duration::from_secs(seconds),
             move || folders.folders(),
-            options,
+            pass.clone(),
             runner,
         )
     });
-    let served = crate::serve::run(catalog, watch, args.listen, interrupt.flag(), |address| {
-        println!("serving {} on http://{address}/", args.directory.display());
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
-    });
+    let orders_on = desk.is_some();
+    let served = crate::serve::run(
+        catalog,
+        watch,
+        desk,
+        args.listen,
+        interrupt.flag(),
+        |address| {
+            println!("serving {} on http://{address}/", args.directory.display());
+            if !orders_on {
+                println!(
+                    "orders are off ({} is not set)",
+                    crate::serve::orders::TOKEN_VARIABLE
+                );
+            }
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+        },
+    );
+    // Running orders finish their items in flight and go back to the queue.
+    if let Some(workers) = workers {
+        workers.join();
+    }
     match served {
         Ok(()) => interrupt.exit_code().unwrap_or(exit::OK),
         Err(e) => {
@@ -1074,6 +1103,47 @@ fn serve(args: &ServeArgs) -> u8 {
             exit::SETUP
         }
     }
+}
+
+/// The orders side of `serve`, when a token is set: the store (under the output folder)
+/// and its workers, started.
+fn order_desk(
+    args: &ServeArgs,
+    catalog: &crate::serve::catalog::Catalog,
+    pass: &PassOptions,
+    interrupt: &Interrupt,
+) -> Result<Option<(crate::serve::orders::Desk, crate::orders::work::Workers)>, String> {
+    use crate::serve::orders::{CatalogRoot, Desk, TOKEN_VARIABLE, Token};
+    let Some(secret) = std::env::var(TOKEN_VARIABLE).ok().filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let token = Token::new(&secret)?;
+    let output_root = crate::tasks::absolute(&args.output_directory);
+    let store = crate::orders::store::Store::open(&output_root.join(".orders").join("orders.redb"))
+        .map_err(|e| e.to_string())?;
+    let env = std::sync::Arc::new(crate::orders::work::Env {
+        root: std::sync::Arc::new(CatalogRoot(catalog.clone())),
+        output_root,
+        pass: pass.clone(),
+        engine_workers: 0,
+        stop: interrupt.flag(),
+    });
+    let store = std::sync::Arc::new(store);
+    let workers = crate::orders::work::Workers::start(
+        store.clone(),
+        env.clone(),
+        args.order_workers as usize,
+    );
+    let wake = workers.waker();
+    Ok(Some((
+        Desk {
+            token,
+            store,
+            env,
+            wake: Box::new(wake),
+        },
+        workers,
+    )))
 }
 
 fn status(args: &StatusArgs) -> u8 {

@@ -151,6 +151,14 @@ impl Declaration {
         parameters: &Map<String, Value>,
         inputs: &Map<String, Value>,
     ) -> Vec<String> {
+        let mut problems = self.validate_parameters(parameters);
+        problems.extend(self.validate_inputs(inputs));
+        problems
+    }
+
+    /// Every problem with a request's parameters: undeclared, of the wrong type or out of
+    /// bounds, or required and missing.
+    pub fn validate_parameters(&self, parameters: &Map<String, Value>) -> Vec<String> {
         let mut problems = Vec::new();
         let declared: Vec<&str> = self.parameters.iter().map(|p| p.name.as_str()).collect();
         for (name, value) in parameters {
@@ -175,6 +183,12 @@ impl Declaration {
                 ));
             }
         }
+        problems
+    }
+
+    /// Every problem with a request's inputs: undeclared, miscounted, misnamed, unreadable.
+    fn validate_inputs(&self, inputs: &Map<String, Value>) -> Vec<String> {
+        let mut problems = Vec::new();
         let ports: Vec<&str> = self.inputs.iter().map(|p| p.name.as_str()).collect();
         for name in inputs.keys() {
             if !ports.contains(&name.as_str()) {

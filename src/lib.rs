@@ -17,6 +17,7 @@ pub mod history;
 pub mod ingest;
 pub mod interrupt;
 pub mod operation;
+pub mod orders;
 pub mod pass;
 pub mod progress;
 pub mod serve;

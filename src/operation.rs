@@ -478,12 +478,21 @@ pub fn run_text(
 
 /// Validates the request and runs `task` alone (see [`run_text`]).
 pub fn run(task: &str, request: &Request) -> Result<OperationResult, Vec<String>> {
+    run_until(task, request, Arc::default())
+}
+
+/// [`run`], stopped by `stop` (see [`Runner::stop_flag`]).
+pub fn run_until(
+    task: &str,
+    request: &Request,
+    stop: Arc<AtomicBool>,
+) -> Result<OperationResult, Vec<String>> {
     let (entry, declaration) = entry_for(task)?;
     let problems = check(entry, &declaration, request);
     if !problems.is_empty() {
         return Err(problems);
     }
-    execute(entry, &declaration, request, Arc::default())
+    execute(entry, &declaration, request, stop)
 }
 
 fn execute(

@@ -5,6 +5,7 @@ pub mod calibration;
 pub mod collage;
 pub mod input;
 pub mod lst;
+pub mod region;
 pub mod session_name;
 pub mod side_files;
 pub mod vignette;

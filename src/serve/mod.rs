@@ -16,8 +16,11 @@
 //! | `/sessions/NAME/thumbnails/FILE`, `/images/FILE` | a vignette as PNG (cached, ETag) |
 //! | `/api/sessions/NAME/particles` | the gallery's page as JSON |
 //! | `/api/watch` | with `--watch`: the last pass and when the next starts |
+//! | `POST /api/orders` | an order (token needed): see [`crate::orders`] |
+//! | `/api/orders`, `/api/orders/ID`, `/api/orders/ID/files/NAME` | orders, their state and result files (token needed) |
 
 pub mod catalog;
+pub mod orders;
 pub mod pages;
 pub mod plots;
 pub mod thumbnail;
@@ -29,7 +32,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use catalog::Catalog;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,7 +66,12 @@ pub fn allowed_hosts(address: SocketAddr) -> Option<Vec<String>> {
 
 /// The dashboard's routes over `catalog` (and the watcher's state, when it runs one),
 /// answering only requests for `hosts` (see [`allowed_hosts`]).
-pub fn router(catalog: Catalog, watch: Option<watch::Watch>, hosts: Option<Vec<String>>) -> Router {
+pub fn router(
+    catalog: Catalog,
+    watch: Option<watch::Watch>,
+    desk: Option<orders::Desk>,
+    hosts: Option<Vec<String>>,
+) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/sessions/{name}", get(session_page))
@@ -75,6 +83,9 @@ pub fn router(catalog: Catalog, watch: Option<watch::Watch>, hosts: Option<Vec<S
         .route("/sessions/{name}/images/{file}", get(full_image))
         .route("/api/sessions/{name}/particles", get(api_particles))
         .route("/api/watch", get(api_watch))
+        .route("/api/orders", post(post_order).get(list_orders))
+        .route("/api/orders/{id}", get(show_order))
+        .route("/api/orders/{id}/files/{name}", get(order_file))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
@@ -85,6 +96,7 @@ pub fn router(catalog: Catalog, watch: Option<watch::Watch>, hosts: Option<Vec<S
             catalog,
             pictures: thumbnail::Cache::default(),
             watch,
+            desk,
         }))
 }
 
@@ -95,6 +107,7 @@ pub fn router(catalog: Catalog, watch: Option<watch::Watch>, hosts: Option<Vec<S
 pub fn run(
     catalog: Catalog,
     watch: Option<watch::Watch>,
+    desk: Option<orders::Desk>,
     listen: SocketAddr,
     stop: Arc<std::sync::atomic::AtomicBool>,
     ready: impl FnOnce(SocketAddr),
@@ -112,7 +125,7 @@ pub fn run(
         let stopped = stop.clone();
         axum::serve(
             listener,
-            router(catalog, watch.clone(), allowed_hosts(address)),
+            router(catalog, watch.clone(), desk, allowed_hosts(address)),
         )
         .with_graceful_shutdown(async move {
             while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
@@ -168,6 +181,7 @@ struct Service {
     catalog: Catalog,
     pictures: thumbnail::Cache,
     watch: Option<watch::Watch>,
+    desk: Option<orders::Desk>,
 }
 
 impl Service {
@@ -297,6 +311,61 @@ async fn api_watch(State(service): Shared) -> Answer {
         .watching()
         .ok_or_else(|| Failure::NotFound("not watching: start serve with --watch".into()))?;
     Ok(no_store(Json(watching)))
+}
+
+async fn post_order(
+    State(service): Shared,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    // The token first: a caller without it learns nothing, not even about its key.
+    let key = orders::idempotency_key(&headers);
+    // Validation reads the root, and the store writes to disk: off the async threads.
+    with_desk(service, &headers, move |desk| match key {
+        Ok(key) => orders::submit(desk, &body, key),
+        Err(refused) => refused.into_response(),
+    })
+    .await
+}
+
+/// Runs `answer` with the desk, after the token is checked, off the async threads.
+async fn with_desk(
+    service: Arc<Service>,
+    headers: &axum::http::HeaderMap,
+    answer: impl FnOnce(&orders::Desk) -> Response + Send + 'static,
+) -> Response {
+    if let Err(refused) = orders::admit(service.desk.as_ref(), headers) {
+        return refused.into_response();
+    }
+    tokio::task::spawn_blocking(move || match service.desk.as_ref() {
+        Some(desk) => answer(desk),
+        None => orders::problems(StatusCode::FORBIDDEN, vec!["orders are off".into()]),
+    })
+    .await
+    .unwrap_or_else(|e| Failure::Internal(e.to_string()).into_response())
+}
+
+async fn list_orders(State(service): Shared, headers: axum::http::HeaderMap) -> Response {
+    with_desk(service, &headers, orders::list).await
+}
+
+async fn show_order(
+    State(service): Shared,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    with_desk(service, &headers, move |desk| orders::show(desk, &id)).await
+}
+
+async fn order_file(
+    State(service): Shared,
+    Path((id, name)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    with_desk(service, &headers, move |desk| {
+        orders::file(desk, &id, &name)
+    })
+    .await
 }
 
 async fn not_found() -> Failure {

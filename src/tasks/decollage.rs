@@ -9,9 +9,9 @@
 use crate::engine::{Digest, Item, Parameters, Plan, Staging, Task, TaskRef};
 use crate::flowcam::Collage;
 use crate::flowcam::lst::{Field, FieldType, check_plain_file_name, parse_timestamp};
-use crate::flowcam::vignette::{self, VignetteTags};
+use crate::flowcam::vignette;
 use crate::tasks::Session;
-use crate::tasks::extract_metadata::SessionRecord;
+use crate::tasks::extract_metadata::{SessionRecord, SessionTags};
 use crate::tasks::manifest::{Manifest, ManifestRow};
 use crate::tasks::read_metadata::Schema;
 use crate::tasks::registry::TaskEntry;
@@ -187,11 +187,8 @@ struct Pages<'a> {
 /// What the vignettes carry from `session.json` (or, without one, the folder name).
 #[derive(Debug, Default)]
 struct Facts {
-    position: Option<crate::flowcam::SamplePosition>,
-    make: Option<String>,
-    model: Option<String>,
-    serial_number: Option<String>,
-    um_per_pixel: Option<f64>,
+    /// What every image of the session carries.
+    tags: SessionTags,
     /// Each particle's class, by id, from the class lists that fit the session.
     classes: HashMap<u64, String>,
     /// The particles marked blank (none under `--blanks keep`).
@@ -200,19 +197,16 @@ struct Facts {
 
 impl Facts {
     fn read(session: &Session, policy: BlankPolicy) -> anyhow::Result<Facts> {
-        let Some(record) = SessionRecord::load_for(session)? else {
+        let record = SessionRecord::load_for(session)?;
+        let tags = SessionTags::of(session, record.as_ref());
+        let Some(record) = record else {
             return Ok(Facts {
-                position: session.name.position,
+                tags,
                 ..Facts::default()
             });
         };
-        let instrument = &record.instrument;
         Ok(Facts {
-            position: SessionRecord::vignette_position(session, Some(&record)),
-            make: instrument.manufacturer.clone(),
-            model: instrument.model.clone(),
-            serial_number: instrument.serial_number.clone(),
-            um_per_pixel: record.calibration.um_per_pixel,
+            tags,
             classes: record
                 .particle_classes()
                 .into_iter()
@@ -229,10 +223,7 @@ impl Facts {
 
     /// What every vignette of the session carries, for the pages' fingerprints.
     fn session_digest(&self) -> String {
-        format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}",
-            self.position, self.make, self.model, self.serial_number, self.um_per_pixel
-        )
+        self.tags.digest()
     }
 
     fn class(&self, id: &str) -> Option<&str> {
@@ -422,17 +413,11 @@ impl Plan for Pages<'_> {
                 class.filter(|_| !self.own_fields.0),
                 blank && !self.own_fields.1,
             );
-            let tags = VignetteTags {
-                description: (!description.is_empty()).then_some(description.as_str()),
-                taken: taken.as_deref(),
-                taken_subsec: time.and_then(|t| t.fraction),
-                position: facts.position.as_ref(),
-                software: vignette::SOFTWARE,
-                make: facts.make.as_deref(),
-                model: facts.model.as_deref(),
-                serial_number: facts.serial_number.as_deref(),
-                um_per_pixel: facts.um_per_pixel,
-            };
+            let tags = facts.tags.vignette_tags(
+                (!description.is_empty()).then_some(description.as_str()),
+                taken.as_deref(),
+                time.and_then(|t| t.fraction),
+            );
             let bytes = vignette::encode(&pixels, w, h, collage.format, &tags)
                 .with_context(|| format!("particle {}: encoding vignette", &row[c.id]))?;
             out.write(self.vignette_path(row), &bytes)?;

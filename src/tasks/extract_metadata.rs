@@ -12,6 +12,7 @@ use crate::flowcam::SamplePosition;
 use crate::flowcam::blank::{self, Placement, Sift};
 use crate::flowcam::calibration::{self, PixelSize, Witness};
 use crate::flowcam::side_files::{self, ClassFile, KeyValues, Warning};
+use crate::flowcam::vignette::{self, VignetteTags};
 use crate::tasks::Session;
 use crate::tasks::registry::TaskEntry;
 use anyhow::{Context, bail};
@@ -397,6 +398,66 @@ pub struct Blanks {
     pub count: usize,
     /// Every blank particle, ascending.
     pub ids: Vec<u64>,
+}
+
+/// What every image cut from a session carries, whichever part of a page it shows (a
+/// particle's vignette, a region an order asked for): the sample's position, the
+/// instrument and the pixel size, from `session.json` or, without one, the folder name.
+#[derive(Debug, Default, Clone)]
+pub struct SessionTags {
+    pub position: Option<SamplePosition>,
+    pub make: Option<String>,
+    pub model: Option<String>,
+    pub serial_number: Option<String>,
+    pub um_per_pixel: Option<f64>,
+}
+
+impl SessionTags {
+    pub fn of(session: &Session, record: Option<&SessionRecord>) -> SessionTags {
+        let position = SessionRecord::vignette_position(session, record);
+        let Some(record) = record else {
+            return SessionTags {
+                position,
+                ..SessionTags::default()
+            };
+        };
+        let instrument = &record.instrument;
+        SessionTags {
+            position,
+            make: instrument.manufacturer.clone(),
+            model: instrument.model.clone(),
+            serial_number: instrument.serial_number.clone(),
+            um_per_pixel: record.calibration.um_per_pixel,
+        }
+    }
+
+    /// All of it in one string, for the fingerprints of what carries it.
+    pub fn digest(&self) -> String {
+        format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.position, self.make, self.model, self.serial_number, self.um_per_pixel
+        )
+    }
+
+    /// The tags of one image: these, with its own description and capture time.
+    pub fn vignette_tags<'a>(
+        &'a self,
+        description: Option<&'a str>,
+        taken: Option<&'a str>,
+        taken_subsec: Option<&'a str>,
+    ) -> VignetteTags<'a> {
+        VignetteTags {
+            description,
+            taken,
+            taken_subsec,
+            position: self.position.as_ref(),
+            software: vignette::SOFTWARE,
+            make: self.make.as_deref(),
+            model: self.model.as_deref(),
+            serial_number: self.serial_number.as_deref(),
+            um_per_pixel: self.um_per_pixel,
+        }
+    }
 }
 
 /// Whether a class name names blank images.
