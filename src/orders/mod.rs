@@ -306,7 +306,10 @@ fn region_order(roi: Value, root: &dyn Root, problems: &mut Vec<String>) -> Opti
     if let (Some(page), Some(folder), false) = (&page, &folder, empty) {
         match region::page_size(page, folder) {
             Ok((w, h)) => problems.extend(region.problems(w, h).into_iter().map(|p| {
-                format!("`roi`: {p} (page {})", collage.as_deref().unwrap_or_default())
+                format!(
+                    "`roi`: {p} (page {})",
+                    collage.as_deref().unwrap_or_default()
+                )
             })),
             Err(e) => problems.push(format!("`roi.collage`: {e}")),
         }

@@ -504,6 +504,8 @@ fn deliver(store: &Store, stop: &AtomicBool, signal: &(Mutex<u64>, Condvar)) {
             return;
         }
     };
+    // The client's timers belong to the runtime.
+    let _entered = runtime.enter();
     let client = match reqwest::Client::builder()
         .timeout(CALLBACK_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
@@ -525,7 +527,13 @@ fn deliver(store: &Store, stop: &AtomicBool, signal: &(Mutex<u64>, Condvar)) {
                 continue;
             };
             let attempt = record.callback.as_ref().map_or(0, |c| c.attempts) as usize;
-            let body = serde_json::to_vec(&record).unwrap_or_default();
+            // The order as `GET /api/orders/ID` gives it, less the delivery's own state,
+            // so that every attempt sends the same body.
+            let mut body = serde_json::to_value(&record).unwrap_or_default();
+            if let Some(fields) = body.as_object_mut() {
+                fields.remove("callback");
+            }
+            let body = serde_json::to_vec(&body).unwrap_or_default();
             let sent = runtime.block_on(
                 client
                     .post(&url)

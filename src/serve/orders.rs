@@ -70,9 +70,17 @@ pub struct CatalogRoot(pub Catalog);
 
 impl Root for CatalogRoot {
     fn session(&self, name: &str) -> std::io::Result<Option<PathBuf>> {
-        Ok(self
-            .0
-            .find(name)?
+        let found = match self.0.find(name)? {
+            Some(folder) => Some(folder),
+            // The catalog's list may be a second old: a session that just arrived is
+            // looked for again.
+            None => self
+                .0
+                .folders()?
+                .into_iter()
+                .find(|folder| folder.file_name().is_some_and(|n| n == name)),
+        };
+        Ok(found
             .and_then(|folder| folder.canonicalize().ok())
             .filter(|real| real.starts_with(&self.0.root)))
     }

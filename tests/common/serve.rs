@@ -27,6 +27,11 @@ impl Server {
     }
 
     pub fn start_with(root: &Path, out: &Path, extra: &[&str]) -> Server {
+        Server::start_env(root, out, extra, &[])
+    }
+
+    /// With `vars` in its environment (e.g. the orders' token).
+    pub fn start_env(root: &Path, out: &Path, extra: &[&str], vars: &[(&str, &str)]) -> Server {
         let mut child = bin()
             .args([
                 "serve",
@@ -37,6 +42,7 @@ impl Server {
             ])
             .args(["--listen", "127.0.0.1:0", "--settle-seconds", "0"])
             .args(extra)
+            .envs(vars.iter().copied())
             .current_dir(root)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -54,15 +60,41 @@ impl Server {
         Server { child, address }
     }
 
+    /// Stops it with SIGTERM and waits: its exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap().code()
+    }
+
     /// `GET target`: (status, headers lowercased, body).
     pub fn get(&self, target: &str) -> (u16, String, Vec<u8>) {
+        self.request("GET", target, &[], b"")
+    }
+
+    /// Any request: (status, headers lowercased, body).
+    pub fn request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
         let mut stream = TcpStream::connect(&self.address).unwrap();
-        write!(
-            stream,
-            "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        let mut head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
             self.address
-        )
-        .unwrap();
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if method != "GET" {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
         let mut response = Vec::new();
         stream.read_to_end(&mut response).unwrap();
         let split = response
