@@ -1082,14 +1082,16 @@ fn serve(args: &ServeArgs) -> u8 {
         interrupt.flag(),
         |address| {
             println!("serving {} on http://{address}/", args.directory.display());
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
             if !orders_on {
-                println!(
+                // Whoever started us may have stopped reading: never a panic for a note.
+                let _ = writeln!(
+                    std::io::stderr(),
                     "orders are off ({} is not set)",
                     crate::serve::orders::TOKEN_VARIABLE
                 );
             }
-            use std::io::Write as _;
-            let _ = std::io::stdout().flush();
         },
     );
     // Running orders finish their items in flight and go back to the queue.

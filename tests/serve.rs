@@ -412,3 +412,34 @@ fn with_watch_the_service_runs_the_pass_itself_and_shows_it() {
     let (status, _, _) = plain.get("/api/watch");
     assert_eq!(status, 404);
 }
+
+#[test]
+fn a_client_that_trickles_its_headers_is_cut_off_and_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, out) = unprocessed_root(dir.path());
+    let server = Server::start(&root, &out);
+    // Half a request, then nothing: the server must not keep the connection for ever.
+    let mut slow = TcpStream::connect(&server.address).unwrap();
+    write!(
+        slow,
+        "GET / HTTP/1.1\r\nHost: {}\r\nX-Slow: ",
+        server.address
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Meanwhile others are answered.
+    assert_eq!(server.get("/api/sessions").0, 200);
+    let mut rest = Vec::new();
+    let read = slow.read_to_end(&mut rest);
+    assert!(
+        read.is_ok(),
+        "closed by the server, not timed out here: {read:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}

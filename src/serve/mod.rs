@@ -122,17 +122,14 @@ pub fn run(
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let address = listener.local_addr()?;
         ready(address);
+        let app = router(catalog, watch.clone(), desk, allowed_hosts(address));
         let stopped = stop.clone();
-        axum::serve(
-            listener,
-            router(catalog, watch.clone(), desk, allowed_hosts(address)),
-        )
-        .with_graceful_shutdown(async move {
+        accept(listener, app, async move {
             while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
-        .await?;
+        .await;
         if let Some(watch) = watch {
             while watch.lock().unwrap_or_else(|e| e.into_inner()).running {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -140,6 +137,62 @@ pub fn run(
         }
         Ok(())
     })
+}
+
+/// The most connections served at once; more wait in the kernel's queue.
+pub const MAX_CONNECTIONS: usize = 512;
+/// How long a client may take to send a request's headers (a client that trickles them
+/// byte by byte, or opens a connection and says nothing, is cut off).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long, after a stop, connections still in use may take to finish.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` over HTTP/1.1 until `stop`, then lets the requests in flight
+/// finish (for [`DRAIN`] at most). axum's own `serve` sets no timer, so a slow client could
+/// hold a connection for ever: here its headers must arrive within [`HEADER_TIMEOUT`], and
+/// at most [`MAX_CONNECTIONS`] are served at once.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = &mut stop => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!("serve: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
 }
 
 /// Bounds every request: its host, its target's length and its time.
