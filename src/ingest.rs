@@ -72,6 +72,39 @@ pub fn find_sessions(root: &Path, recursive: bool, skip: &Path) -> io::Result<Ve
     Ok(found)
 }
 
+/// A session looked up by name among the folders found under a root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Missing,
+    One(PathBuf),
+    /// Several folders (at different depths) have the name: they would share one output
+    /// folder, so none of them is the session of that name.
+    Several(Vec<PathBuf>),
+}
+
+impl Lookup {
+    /// The session called `name` among `folders`.
+    pub fn among(folders: &[PathBuf], name: &str) -> Lookup {
+        let mut found: Vec<PathBuf> = folders
+            .iter()
+            .filter(|folder| folder.file_name().is_some_and(|n| n == name))
+            .cloned()
+            .collect();
+        match found.len() {
+            0 => Lookup::Missing,
+            1 => Lookup::One(found.remove(0)),
+            _ => Lookup::Several(found),
+        }
+    }
+
+    pub fn one(self) -> Option<PathBuf> {
+        match self {
+            Lookup::One(folder) => Some(folder),
+            _ => None,
+        }
+    }
+}
+
 /// Whether a session folder may be processed now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {

@@ -802,3 +802,36 @@ fn an_order_waits_while_another_run_holds_its_session() {
     assert_eq!(done["state"], "succeeded", "{done}");
     assert!(out.join(FIXTURE).join("manifest.csv").is_file());
 }
+
+#[test]
+fn a_name_two_sessions_share_names_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    copy_fixture(&root.join("cruise1"), "Dup");
+    copy_fixture(&root.join("cruise2"), "Dup");
+    let out = dir.path().join("out");
+    let server = Server::start_env(
+        &root,
+        &out,
+        &["--recursive"],
+        &[("FLOWCAM_SERVE_TOKEN", TOKEN)],
+    );
+    let (status, _, answer) = post(
+        &server,
+        &json!({"task": "FlowCamPipeline", "session": "Dup"}),
+        None,
+    );
+    assert_eq!(status, 422);
+    let errors = answer["errors"].to_string();
+    assert!(
+        errors.contains("2 sessions under the root are named Dup")
+            && errors.contains("cruise1/Dup")
+            && errors.contains("cruise2/Dup"),
+        "{errors}"
+    );
+    assert!(!errors.contains(dir.path().to_str().unwrap()), "{errors}");
+    // Nor does the dashboard show one of them under the name.
+    assert_eq!(server.get("/sessions/Dup").0, 404);
+    assert_eq!(server.get("/api/sessions/Dup").0, 404);
+    assert!(!out.join("Dup").exists());
+}

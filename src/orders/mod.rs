@@ -29,6 +29,7 @@ pub mod store;
 pub mod work;
 
 use crate::flowcam::region::{self, Region};
+use crate::ingest::Lookup;
 use crate::tasks::registry;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -103,8 +104,8 @@ impl OrderState {
 
 /// What the service knows of the root, for checking orders against it.
 pub trait Root {
-    /// The session folder called `name` (canonical), if the root has one.
-    fn session(&self, name: &str) -> std::io::Result<Option<PathBuf>>;
+    /// The session folder called `name` (canonical), if the root has one, and only one.
+    fn session(&self, name: &str) -> std::io::Result<Lookup>;
     /// The root folder itself (canonical): files an order names lie under it.
     fn folder(&self) -> &Path;
 }
@@ -284,7 +285,7 @@ fn region_order(roi: Value, root: &dyn Root, problems: &mut Vec<String>) -> Opti
         }
     };
     let folder = match &session {
-        Some(name) => root.session(name).ok().flatten(),
+        Some(name) => root.session(name).ok().and_then(Lookup::one),
         None => None,
     };
     let page = match (&collage, &folder) {
@@ -346,9 +347,27 @@ fn session_field(
         return None;
     }
     match root.session(&name) {
-        Ok(Some(_)) => Some(name),
-        Ok(None) => {
+        Ok(Lookup::One(_)) => Some(name),
+        Ok(Lookup::Missing) => {
             problems.push(format!("`{key}`: no session {name} under the root"));
+            None
+        }
+        Ok(Lookup::Several(folders)) => {
+            let at: Vec<String> = folders
+                .iter()
+                .map(|f| {
+                    f.strip_prefix(root.folder())
+                        .unwrap_or(f)
+                        .display()
+                        .to_string()
+                })
+                .collect();
+            problems.push(format!(
+                "`{key}`: {} sessions under the root are named {name} ({}); they would share \
+                 one output folder: rename one",
+                at.len(),
+                at.join(", ")
+            ));
             None
         }
         Err(e) => {

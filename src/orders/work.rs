@@ -9,6 +9,7 @@ use crate::TOOL_VERSION;
 use crate::engine::{LockError, RunReport, Runner, WorkspaceLock};
 use crate::flowcam::region;
 use crate::history;
+use crate::ingest::Lookup;
 use crate::operation::{self, Request};
 use crate::pass::{self, Outcome, PassOptions};
 use crate::tasks::registry;
@@ -210,8 +211,8 @@ fn run(record: &OrderRecord, env: &Env) -> Ending {
             parameters,
         } => {
             let folder = match env.root.session(session) {
-                Ok(Some(folder)) => folder,
-                Ok(None) => {
+                Ok(Lookup::One(folder)) => folder,
+                Ok(_) => {
                     return Ending::Failed(
                         vec![format!("no session {session} under the root")],
                         None,
@@ -229,10 +230,10 @@ fn run(record: &OrderRecord, env: &Env) -> Ending {
         }
         Work::Roi { roi } => {
             let cut = || -> anyhow::Result<Value> {
-                let folder = env
-                    .root
-                    .session(&roi.session)?
-                    .ok_or_else(|| anyhow::anyhow!("no session {} under the root", roi.session))?;
+                let folder =
+                    env.root.session(&roi.session)?.one().ok_or_else(|| {
+                        anyhow::anyhow!("no session {} under the root", roi.session)
+                    })?;
                 let session = Session::new(&folder, &env.output_root, None)?;
                 let page = page_of(&folder, &roi.collage).map_err(anyhow::Error::msg)?;
                 let bytes = region::cut(&session, &page, roi.region)?;

@@ -7,6 +7,7 @@
 //! anything.
 
 use crate::history;
+use crate::ingest::Lookup;
 use crate::status::{SessionState, SessionStatus, StatusQuery, session_status};
 use crate::tasks::{Delivery, Manifest, ManifestRow, PipelineOptions};
 use serde::Serialize;
@@ -391,15 +392,18 @@ impl Catalog {
 
     /// The folder of the session called `name` (its experiment name, the folder's name),
     /// if the root has one.
+    /// A name two folders share (at different depths, under `--recursive`) is no one
+    /// session's: both would write the same output folder.
     pub fn find(&self, name: &str) -> std::io::Result<Option<PathBuf>> {
+        Ok(self.lookup(name)?.one())
+    }
+
+    /// The folders called `name` under the root, as of at most [`SNAPSHOT_TTL`] ago.
+    pub fn lookup(&self, name: &str) -> std::io::Result<Lookup> {
         if name.is_empty() || name.len() > MAX_NAME {
-            return Ok(None);
+            return Ok(Lookup::Missing);
         }
-        Ok(self
-            .recent_folders()?
-            .iter()
-            .find(|folder| folder.file_name().is_some_and(|n| n == name))
-            .cloned())
+        Ok(Lookup::among(&self.recent_folders()?, name))
     }
 
     /// The status of the session called `name`.

@@ -6,12 +6,13 @@
 //! equality is). Answers are JSON: an order's record, or `{"errors": [...]}`.
 
 use super::catalog::Catalog;
+use crate::ingest::Lookup;
 use crate::orders::store::{StoreError, Submitted};
 use crate::orders::work::Env;
 use crate::orders::{self, Root, store::Store};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// The environment variable (or `.env` entry) holding the orders' token.
@@ -69,20 +70,20 @@ pub struct Desk {
 pub struct CatalogRoot(pub Catalog);
 
 impl Root for CatalogRoot {
-    fn session(&self, name: &str) -> std::io::Result<Option<PathBuf>> {
-        let found = match self.0.find(name)? {
-            Some(folder) => Some(folder),
+    fn session(&self, name: &str) -> std::io::Result<Lookup> {
+        let found = match self.0.lookup(name)? {
             // The catalog's list may be a second old: a session that just arrived is
             // looked for again.
-            None => self
-                .0
-                .folders()?
-                .into_iter()
-                .find(|folder| folder.file_name().is_some_and(|n| n == name)),
+            Lookup::Missing => Lookup::among(&self.0.folders()?, name),
+            found => found,
         };
-        Ok(found
-            .and_then(|folder| folder.canonicalize().ok())
-            .filter(|real| real.starts_with(&self.0.root)))
+        Ok(match found {
+            Lookup::One(folder) => match folder.canonicalize() {
+                Ok(real) if real.starts_with(&self.0.root) => Lookup::One(real),
+                _ => Lookup::Missing,
+            },
+            other => other,
+        })
     }
 
     fn folder(&self) -> &Path {
