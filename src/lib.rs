@@ -6,6 +6,7 @@
 //! - [`tasks`]: the pipeline's tasks, written against the engine.
 //! - [`upload`]: destinations (S3, the upload API) and the upload ledger, free of FlowCam.
 
+pub mod batch;
 pub mod budget;
 pub mod clean;
 pub mod cli;

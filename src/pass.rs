@@ -38,7 +38,7 @@ pub struct PassOptions {
 }
 
 /// What became of one session in this pass.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Outcome {
     /// Everything was already complete: nothing done.
@@ -269,7 +269,8 @@ pub fn run_session(folder: &Path, options: &PassOptions, runner: &Runner) -> Ses
     result
 }
 
-fn is_complete(runner: &Runner, root: &TaskRef) -> bool {
+/// Whether every task of `root` is complete now (a few `stat` calls).
+pub fn is_complete(runner: &Runner, root: &TaskRef) -> bool {
     runner
         .status(root)
         .is_ok_and(|states| states.iter().all(|(_, s)| *s == Freshness::Complete))

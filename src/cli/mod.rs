@@ -24,6 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Exit codes, documented in the README.
+mod batch;
+
 pub mod exit {
     /// Everything is complete.
     pub const OK: u8 = 0;
@@ -74,8 +76,25 @@ pub enum Command {
     /// Show the last run's log of a session (its folder, or its name under the output
     /// folder).
     Log(LogArgs),
-    /// Remove a session's outputs (and only those).
-    Clean(SessionArgs),
+    /// Remove a session's outputs (and only those), or with --submission a submission's
+    /// folder.
+    Clean(CleanArgs),
+    /// Plan the sessions that need work into a job array and submit it to SLURM (or run
+    /// it here with --executor local), then a collect job; prints the job ids.
+    Submit(Box<batch::SubmitArgs>),
+    /// Show submissions, or one: each array task's state (from SLURM) and what became of
+    /// its sessions, and the collect job.
+    Jobs(batch::JobsArgs),
+    /// Submit again the tasks of a submission whose sessions failed or never ran.
+    Resubmit(batch::SubmissionArgs),
+    /// Cancel what of a submission is queued or running.
+    Cancel(batch::SubmissionArgs),
+    /// One array task of a submission (what the scheduler runs).
+    #[command(hide = true)]
+    BatchTask(batch::BatchTaskArgs),
+    /// The collect step of a submission (what the scheduler runs after its array).
+    #[command(hide = true)]
+    BatchCollect(batch::BatchTaskArgs),
     /// Print the declared interface of a task (or of every task): parameters, inputs,
     /// outputs, as JSON.
     Describe {
@@ -128,6 +147,28 @@ pub struct SessionArgs {
     /// folder's name].
     #[arg(long)]
     pub experiment_name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CleanArgs {
+    /// The session folder whose outputs go.
+    #[arg(long, short = 'd', required_unless_present = "submission")]
+    pub directory: Option<PathBuf>,
+    /// Where outputs go, one folder per session.
+    #[arg(
+        long,
+        short = 'o',
+        default_value = "output",
+        env = "FLOWCAM_OUTPUT_DIRECTORY"
+    )]
+    pub output_directory: PathBuf,
+    /// Names the session's output folder [default: the session folder's name].
+    #[arg(long)]
+    pub experiment_name: Option<String>,
+    /// Remove this submission's folder instead (refused while its jobs are queued or
+    /// running).
+    #[arg(long, value_name = "ID", conflicts_with = "directory")]
+    pub submission: Option<String>,
 }
 
 /// What the tasks do: shared by running and `status`, which must build the same graph.
@@ -386,8 +427,15 @@ pub struct ServeArgs {
 #[derive(Args, Debug)]
 pub struct LogArgs {
     /// The session's folder, or its name (experiment) under the output folder.
-    #[arg(value_name = "SESSION")]
-    pub session: PathBuf,
+    #[arg(value_name = "SESSION", required_unless_present = "job")]
+    pub session: Option<PathBuf>,
+    /// Instead: a submission's job (an array job or task `ARRAY_N`, a collect job, or the
+    /// submission's id): with --task N that array task's log, else the collect job's.
+    #[arg(long, value_name = "ID", conflicts_with = "session")]
+    pub job: Option<String>,
+    /// With --job: the array task.
+    #[arg(long, value_name = "N", requires = "job")]
+    pub task: Option<usize>,
     /// Where outputs go, one folder per session.
     #[arg(
         long,
@@ -476,9 +524,46 @@ pub fn main() -> ExitCode {
             init_logging(0, false, LogFormat::Text, None);
             let sub = matches.subcommand_matches("clean").expect("clean matches");
             match config_output_directory(sub, &mut args.output_directory) {
-                Ok(()) => clean(args),
+                Ok(()) => match &args.submission {
+                    Some(id) => batch::clean_submission(&args.output_directory, id),
+                    None => clean(&SessionArgs {
+                        directory: args.directory.clone(),
+                        output_directory: args.output_directory.clone(),
+                        experiment_name: args.experiment_name.clone(),
+                    }),
+                },
                 Err(code) => code,
             }
+        }
+        Some(Command::Submit(args)) => {
+            let sub = matches
+                .subcommand_matches("submit")
+                .expect("submit matches");
+            match apply_config(&mut args.run, sub) {
+                Ok(level) => {
+                    let v = &args.run.logging;
+                    init_logging(v.verbose, v.quiet, v.log_format, level.as_deref());
+                    batch::submit(args)
+                }
+                Err(code) => code,
+            }
+        }
+        Some(Command::Jobs(args)) => {
+            init_logging(0, false, LogFormat::Text, None);
+            batch::jobs(args)
+        }
+        Some(Command::Resubmit(args)) => {
+            init_logging(0, false, LogFormat::Text, None);
+            batch::resubmit(args)
+        }
+        Some(Command::Cancel(args)) => {
+            init_logging(0, false, LogFormat::Text, None);
+            batch::cancel(args)
+        }
+        Some(Command::BatchTask(args)) => batch::batch_task(args),
+        Some(Command::BatchCollect(args)) => {
+            init_logging(0, false, LogFormat::Text, None);
+            batch::batch_collect(args)
         }
         Some(Command::DecodeOnly { directory, workers }) => decode_only(directory, *workers),
         Some(Command::Describe { task }) => describe(task.as_deref()),
@@ -836,35 +921,10 @@ fn run(args: &RunArgs) -> u8 {
         );
         return exit::USAGE;
     }
-    let options = PassOptions {
-        output_root: output_root.clone(),
-        experiment_name: args.session.experiment_name.clone(),
-        sessions: args.sessions,
-        settle: settle_time(args.settle_seconds, single),
-        wait_for_collages: !single,
-        force: args.force,
-        skip_complete: !single,
-        pipeline: options(&args.tasks),
-        delivery: args.tasks.upload.delivery(),
-        on_failure: args.on_failure.clone(),
-    };
+    let options = pass_options(args, single);
     let quiet = args.logging.quiet;
-    let progress = Progress::new(args.progress.resolve(quiet));
-    // Under a root, sessions' disk waits (file creation, syncs) leave cores idle with one
-    // worker per core; two per core keep them busy (see the README's figures).
-    let workers = match (args.workers, single) {
-        (0, false) => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
-        (n, _) => n,
-    };
-    crate::budget::MemoryBudget::pages().set_limit(args.memory_limit << 20);
     let interrupt = Interrupt::install();
-    let runner = Runner::new(TOOL_VERSION, workers)
-        .force(args.force)
-        .stop_flag(interrupt.flag())
-        .observer(Box::new(Observers(vec![
-            Box::new(LogObserver),
-            Box::new(progress),
-        ])));
+    let runner = runner_for(args, single, &interrupt);
     let outcomes = crate::pass::run(&folders, &options, &runner);
     let code = if single {
         single_outcome(&outcomes[0], quiet)
@@ -886,6 +946,41 @@ fn run(args: &RunArgs) -> u8 {
         }
         _ => code,
     }
+}
+
+/// The pass a run makes with these arguments (over one session, or a root's).
+fn pass_options(args: &RunArgs, single: bool) -> PassOptions {
+    PassOptions {
+        output_root: args.session.output_directory.clone(),
+        experiment_name: args.session.experiment_name.clone(),
+        sessions: args.sessions,
+        settle: settle_time(args.settle_seconds, single),
+        wait_for_collages: !single,
+        force: args.force,
+        skip_complete: !single,
+        pipeline: options(&args.tasks),
+        delivery: args.tasks.upload.delivery(),
+        on_failure: args.on_failure.clone(),
+    }
+}
+
+/// The engine a run uses with these arguments: its workers, memory, progress and logs.
+fn runner_for(args: &RunArgs, single: bool, interrupt: &Interrupt) -> Runner {
+    let progress = Progress::new(args.progress.resolve(args.logging.quiet));
+    // Under a root, sessions' disk waits (file creation, syncs) leave cores idle with one
+    // worker per core; two per core keep them busy (see the README's figures).
+    let workers = match (args.workers, single) {
+        (0, false) => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+        (n, _) => n,
+    };
+    crate::budget::MemoryBudget::pages().set_limit(args.memory_limit << 20);
+    Runner::new(TOOL_VERSION, workers)
+        .force(args.force)
+        .stop_flag(interrupt.flag())
+        .observer(Box::new(Observers(vec![
+            Box::new(LogObserver),
+            Box::new(progress),
+        ])))
 }
 
 /// What one session given directly prints, and its exit code.
@@ -1292,8 +1387,13 @@ fn print_status_table(statuses: &[SessionStatus]) {
 
 /// `log SESSION`: the last run's section of the session's `pipeline.log`.
 fn show_log(args: &LogArgs) -> u8 {
-    let out = if args.session.is_dir() && crate::ingest::is_session(&args.session) {
-        match Session::new(&args.session, &args.output_directory, None) {
+    let session = match (&args.job, &args.session) {
+        (Some(job), _) => return batch::show_job_log(&args.output_directory, job, args.task),
+        (None, Some(session)) => session,
+        (None, None) => unreachable!("clap requires SESSION or --job"),
+    };
+    let out = if session.is_dir() && crate::ingest::is_session(session) {
+        match Session::new(session, &args.output_directory, None) {
             Ok(session) => session.output,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -1301,7 +1401,7 @@ fn show_log(args: &LogArgs) -> u8 {
             }
         }
     } else {
-        args.output_directory.join(&args.session)
+        args.output_directory.join(session)
     };
     match crate::history::last_log(&out) {
         Some(text) => {
