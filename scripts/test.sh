@@ -5,7 +5,9 @@
 #   chromium-driver);
 # - a real S3 server: a throw-away Garage on 127.0.0.1 (scripts/garage.sh; built once and
 #   cached, about 11 minutes the first time), unless FLOWCAM_TEST_GARAGE names the folder of
-#   one already running (as .ci/run does).
+#   one already running (as .ci/run does);
+# - a real single-node SLURM cluster (scripts/slurm.sh: munge, slurmctld, slurmd from
+#   Debian, installed with apt-get as root), unless `sinfo` finds one up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -22,9 +24,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     exit 1
   fi
 fi
+stops=()
+trap 'for s in "${stops[@]}"; do eval "$s"; done' EXIT
 if [ -z "${FLOWCAM_TEST_GARAGE:-}" ]; then
   scripts/garage.sh start target/garage >/dev/null
-  trap 'scripts/garage.sh stop target/garage' EXIT
+  stops+=("scripts/garage.sh stop target/garage")
   export FLOWCAM_TEST_GARAGE="$PWD/target/garage"
+fi
+# A real SLURM cluster for the batch tests, unless one answers already (as on a cluster's
+# login node, or when .ci/run started it).
+if ! sinfo -h -o %a 2>/dev/null | grep -q up; then
+  scripts/slurm.sh start target/slurm >/dev/null
+  stops+=("scripts/slurm.sh stop target/slurm")
 fi
 cargo test "$@"

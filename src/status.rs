@@ -38,6 +38,10 @@ pub enum SessionState {
     NotStarted,
     /// Not a session this tool can work on (the reason says why).
     Invalid,
+    /// Waiting in a batch job's queue (`submit`).
+    Queued,
+    /// Being processed by a batch job.
+    Running,
 }
 
 impl TaskProgress {
@@ -62,6 +66,8 @@ impl SessionState {
             SessionState::Interrupted => "interrupted",
             SessionState::NotStarted => "not_started",
             SessionState::Invalid => "invalid",
+            SessionState::Queued => "queued",
+            SessionState::Running => "running",
         }
     }
 }

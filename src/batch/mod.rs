@@ -640,3 +640,37 @@ pub fn find_by_job(output_root: &Path, job: &str) -> Option<(Submission, Option<
     }
     None
 }
+
+/// Marks the sessions that a submission has queued or running as such (their state, and
+/// the job in the reason), whatever their outputs say.
+pub fn mark_claimed(statuses: &mut [crate::status::SessionStatus], output_root: &Path) {
+    if !Submission::folder(output_root).is_dir() {
+        return;
+    }
+    let claims = claims(&crate::tasks::absolute(output_root));
+    if claims.is_empty() {
+        return;
+    }
+    for status in statuses {
+        let folder = status
+            .folder
+            .canonicalize()
+            .unwrap_or_else(|_| status.folder.clone());
+        if let Some(claim) = claims.get(&folder) {
+            status.state = match claim.state {
+                JobState::Running => crate::status::SessionState::Running,
+                _ => crate::status::SessionState::Queued,
+            };
+            status.reason = Some(format!(
+                "in submission {} (task {}{})",
+                claim.submission,
+                claim.task,
+                claim
+                    .job
+                    .as_deref()
+                    .map(|j| format!(", job {j}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+}

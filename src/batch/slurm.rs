@@ -220,6 +220,13 @@ pub fn states(jobs: &[String]) -> HashMap<String, JobState> {
                 };
                 let state = JobState::parse(&field("JobState").unwrap_or_default());
                 match (field("ArrayJobId"), field("ArrayTaskId")) {
+                    // A whole array cancelled while pending is one record whose task
+                    // is NO_VAL: it stands for every task.
+                    (Some(array), Some(task))
+                        if task.parse::<u64>().is_ok_and(|n| n >= 0xFFFF_FFFE) =>
+                    {
+                        found.insert(array, state);
+                    }
                     (Some(array), Some(task)) => {
                         // A pending array's tasks may be listed as a range (`2-5%1`).
                         for n in expand(&task) {

@@ -1269,10 +1269,11 @@ fn status(args: &StatusArgs) -> u8 {
         delivery: args.tasks.upload.delivery(),
         settle: settle_time(args.settle_seconds, single),
     };
-    let statuses: Vec<SessionStatus> = folders
+    let mut statuses: Vec<SessionStatus> = folders
         .iter()
         .map(|folder| crate::status::session_status(folder, &query))
         .collect();
+    crate::batch::mark_claimed(&mut statuses, &args.output_directory);
     if args.json {
         let json = serde_json::to_string_pretty(&statuses).expect("status serializes");
         println!("{json}");

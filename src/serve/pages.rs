@@ -65,7 +65,7 @@ fn count(n: Option<u64>) -> String {
     n.map_or("-".to_string(), |n| n.to_string())
 }
 
-const STATES: [SessionState; 7] = [
+const STATES: [SessionState; 9] = [
     SessionState::Complete,
     SessionState::Stale,
     SessionState::Waiting,
@@ -73,6 +73,8 @@ const STATES: [SessionState; 7] = [
     SessionState::Interrupted,
     SessionState::NotStarted,
     SessionState::Invalid,
+    SessionState::Queued,
+    SessionState::Running,
 ];
 
 /// `/`: every session with its state and counts, filterable by state.

@@ -1,0 +1,424 @@
+//! `submit`, `jobs`, `log --job`, `resubmit`, `cancel`, `clean --submission` against a real
+//! single-node SLURM cluster (scripts/slurm.sh, started by scripts/test.sh and .ci/run), and
+//! the same plan with `--executor local`.
+
+mod common;
+
+use common::{FIXTURE, bin, copy_fixture, text};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+fn require_slurm() {
+    let up = std::process::Command::new("sinfo")
+        .args(["-h", "-o", "%a"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("up"));
+    assert!(
+        up,
+        "the batch tests need a running SLURM cluster: scripts/slurm.sh start (scripts/test.sh \
+         starts it when it runs as root)"
+    );
+}
+
+/// The binary, run in `dir` (where a submission's tasks run too).
+fn flowcam(dir: &Path, args: &[&str]) -> Output {
+    bin().args(args).current_dir(dir).output().unwrap()
+}
+
+fn ok(output: Output) -> String {
+    assert!(output.status.success(), "{}", text(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A root of sessions A, B, C (copies of the bundled session) and Broken (its `.lst`
+/// unreadable).
+fn root(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    for name in [
+        "A_54.0143_-2.7770_04052023_1",
+        "B_54.0143_-2.7770_04052023_1",
+        "C_54.0143_-2.7770_04052023_1",
+        "Broken_54.0143_-2.7770_04052023_1",
+    ] {
+        copy_fixture(&root, name);
+    }
+    std::fs::write(
+        root.join("Broken_54.0143_-2.7770_04052023_1")
+            .join(format!("{FIXTURE}.lst")),
+        "not a particle list\n",
+    )
+    .unwrap();
+    root
+}
+
+fn submission_id(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("submission "))
+        .and_then(|l| l.split(':').next())
+        .unwrap_or_else(|| panic!("no submission in {stdout}"))
+        .to_string()
+}
+
+fn jobs(dir: &Path, id: &str) -> Value {
+    serde_json::from_str(&ok(flowcam(dir, &["jobs", id, "-o", "out", "--json"]))).unwrap()
+}
+
+/// Polls `jobs` until the last round is collected (two minutes at most).
+fn collected(dir: &Path, id: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let view = jobs(dir, id);
+        if view["collected"] == true && view["collect"][1] == "completed" {
+            return view;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "not collected: {view:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn task_of<'a>(view: &'a Value, session: &str) -> &'a Value {
+    view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["sessions"].to_string().contains(session))
+        .unwrap()
+}
+
+fn outcome<'a>(view: &'a Value, session: &str) -> &'a str {
+    task_of(view, session)["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["folder"].as_str().unwrap().ends_with(session))
+        .and_then(|s| s["outcome"]["state"].as_str())
+        .unwrap_or("not run")
+}
+
+fn runs(dir: &Path, session: &str) -> usize {
+    std::fs::read_dir(dir.join("out").join(session).join("runs"))
+        .map(|e| e.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_array_runs_a_root_and_resubmit_redoes_only_the_broken_session() {
+    require_slurm();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    root(dir);
+    let common_args = [
+        "-d",
+        "root",
+        "-o",
+        "out",
+        "--settle-seconds",
+        "0",
+        "--no-upload",
+    ];
+    let submitted = ok(flowcam(
+        dir,
+        &[
+            &["submit"][..],
+            &common_args,
+            &[
+                "--batch-size",
+                "2",
+                "--cores",
+                "1",
+                "--memory",
+                "500M",
+                "--time",
+                "00:10:00",
+            ],
+        ]
+        .concat(),
+    ));
+    let id = submission_id(&submitted);
+    assert!(
+        submitted.contains("4 sessions in 2 array tasks"),
+        "{submitted}"
+    );
+    let array = submitted
+        .lines()
+        .find_map(|l| l.strip_prefix("array job "))
+        .unwrap()
+        .to_string();
+    assert!(submitted.contains("collect job "), "{submitted}");
+
+    // Called again at once (cron), it submits nothing already queued or running.
+    let again = ok(flowcam(dir, &[&["submit"][..], &common_args].concat()));
+    assert!(again.contains("nothing to submit"), "{again}");
+    assert_eq!(
+        again.matches(&format!("in submission {id}")).count(),
+        4,
+        "{again}"
+    );
+
+    let view = collected(dir, &id);
+    let broken = task_of(&view, "Broken_");
+    assert_eq!(broken["state"], "failed", "{view:#}");
+    let other = view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] != broken["task"])
+        .unwrap();
+    assert_eq!(other["state"], "completed", "{view:#}");
+    assert_eq!(
+        outcome(&view, "Broken_54.0143_-2.7770_04052023_1"),
+        "failed"
+    );
+    for session in ["A_", "B_", "C_"] {
+        let name = format!("{session}54.0143_-2.7770_04052023_1");
+        assert_eq!(outcome(&view, &name), "ran", "{view:#}");
+    }
+    let summary: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("out/.submissions").join(&id).join("summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["totals"]["ran"], 3);
+    assert_eq!(summary["totals"]["failed"], 1);
+
+    // The failed task's log, by its job id, names the problem.
+    let task = broken["task"].as_u64().unwrap();
+    let log = ok(flowcam(
+        dir,
+        &["log", "--job", &format!("{array}_{task}"), "-o", "out"],
+    ));
+    assert!(log.contains("expected a format version line"), "{log}");
+    let status = ok(flowcam(
+        dir,
+        &["status", "-d", "root", "-o", "out", "--settle-seconds", "0"],
+    ));
+    assert!(status.contains("failed"), "{status}");
+
+    // Fixed, and resubmitted: only its task goes again, and only it is redone.
+    std::fs::copy(
+        common::fixture_dir().join(format!("{FIXTURE}.lst")),
+        dir.join("root/Broken_54.0143_-2.7770_04052023_1")
+            .join(format!("{FIXTURE}.lst")),
+    )
+    .unwrap();
+    let partner = task_of(&view, "Broken_")["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["folder"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .find(|s| !s.starts_with("Broken"));
+    let resubmitted = ok(flowcam(dir, &["resubmit", &id, "-o", "out"]));
+    assert!(
+        resubmitted.contains(&format!("resubmitted tasks {task} of")),
+        "{resubmitted}"
+    );
+    let view = collected(dir, &id);
+    assert_eq!(view["rounds"], 2);
+    assert_eq!(outcome(&view, "Broken_54.0143_-2.7770_04052023_1"), "ran");
+    if let Some(partner) = partner {
+        assert_eq!(outcome(&view, &partner), "complete", "not redone: {view:#}");
+        assert_eq!(runs(dir, &partner), 1);
+    }
+    for task in view["tasks"].as_array().unwrap() {
+        assert_eq!(task["state"], "completed", "{view:#}");
+    }
+    let nothing = ok(flowcam(dir, &["resubmit", &id, "-o", "out"]));
+    assert!(nothing.contains("nothing to resubmit"), "{nothing}");
+    let status = ok(flowcam(
+        dir,
+        &[
+            "status",
+            "-d",
+            "root",
+            "-o",
+            "out",
+            "--settle-seconds",
+            "0",
+            "--json",
+        ],
+    ));
+    let status: Value = serde_json::from_str(&status).unwrap();
+    for session in status.as_array().unwrap() {
+        assert_eq!(session["state"], "complete", "{session}");
+    }
+    // Everything complete: a cron submit has nothing to do.
+    let again = ok(flowcam(dir, &[&["submit"][..], &common_args].concat()));
+    assert!(again.contains("nothing to submit"), "{again}");
+    ok(flowcam(dir, &["clean", "--submission", &id, "-o", "out"]));
+    assert!(!dir.join("out/.submissions").join(&id).exists());
+}
+
+#[test]
+fn a_queued_submission_shows_in_status_and_cancel_stops_it() {
+    require_slurm();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    root(dir);
+    // Held back for two minutes: queued while the test looks.
+    let submitted = ok(flowcam(
+        dir,
+        &[
+            "submit",
+            "-d",
+            "root",
+            "-o",
+            "out",
+            "--settle-seconds",
+            "0",
+            "--no-upload",
+            "--sbatch-arg=--begin=now+120",
+        ],
+    ));
+    let id = submission_id(&submitted);
+    let status = ok(flowcam(
+        dir,
+        &[
+            "status",
+            "-d",
+            "root",
+            "-o",
+            "out",
+            "--settle-seconds",
+            "0",
+            "--json",
+        ],
+    ));
+    let status: Value = serde_json::from_str(&status).unwrap();
+    for session in status.as_array().unwrap() {
+        assert_eq!(session["state"], "queued", "{session}");
+        assert!(session["reason"].as_str().unwrap().contains(&id));
+    }
+    let view = jobs(dir, &id);
+    for task in view["tasks"].as_array().unwrap() {
+        assert_eq!(task["state"], "pending", "{view:#}");
+    }
+    // Not removed while it is queued.
+    let refused = flowcam(dir, &["clean", "--submission", &id, "-o", "out"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("cancel it first"),
+        "{}",
+        text(&refused)
+    );
+
+    let cancelled = ok(flowcam(dir, &["cancel", &id, "-o", "out"]));
+    assert!(cancelled.starts_with("cancelled "), "{cancelled}");
+    let view = jobs(dir, &id);
+    for task in view["tasks"].as_array().unwrap() {
+        assert_eq!(task["state"], "cancelled", "{view:#}");
+    }
+    let status = ok(flowcam(
+        dir,
+        &[
+            "status",
+            "-d",
+            "root",
+            "-o",
+            "out",
+            "--settle-seconds",
+            "0",
+            "--json",
+        ],
+    ));
+    let status: Value = serde_json::from_str(&status).unwrap();
+    for session in status.as_array().unwrap() {
+        assert_eq!(session["state"], "not_started", "{session}");
+    }
+    assert!(
+        !dir.join("out/A_54.0143_-2.7770_04052023_1/manifest.csv")
+            .exists()
+    );
+    // Cancelled sessions are submitted again by the next pass.
+    let again = ok(flowcam(
+        dir,
+        &[
+            "submit",
+            "-d",
+            "root",
+            "-o",
+            "out",
+            "--settle-seconds",
+            "0",
+            "--no-upload",
+            "--sbatch-arg=--begin=now+120",
+        ],
+    ));
+    assert!(again.contains("4 sessions in 4 array tasks"), "{again}");
+    ok(flowcam(
+        dir,
+        &["cancel", &submission_id(&again), "-o", "out"],
+    ));
+    ok(flowcam(dir, &["clean", "--submission", &id, "-o", "out"]));
+}
+
+#[test]
+fn the_local_executor_runs_the_same_plan_without_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    root(dir);
+    let output = flowcam(
+        dir,
+        &[
+            "submit",
+            "-d",
+            "root",
+            "-o",
+            "out",
+            "--settle-seconds",
+            "0",
+            "--no-upload",
+            "--executor",
+            "local",
+            "--max-running",
+            "2",
+        ],
+    );
+    // The submit itself succeeds; the broken session's failure is in its task.
+    let submitted = ok(output);
+    let id = submission_id(&submitted);
+    let view = jobs(dir, &id);
+    assert_eq!(view["collected"], true, "{view:#}");
+    assert_eq!(
+        outcome(&view, "Broken_54.0143_-2.7770_04052023_1"),
+        "failed"
+    );
+    assert_eq!(task_of(&view, "Broken_")["state"], "failed");
+    assert_eq!(task_of(&view, "A_")["state"], "completed");
+    for task in 0..4 {
+        let log = ok(flowcam(
+            dir,
+            &[
+                "log",
+                "--job",
+                &id,
+                "--task",
+                &task.to_string(),
+                "-o",
+                "out",
+            ],
+        ));
+        assert!(
+            log.starts_with(&format!("=== task {task} of submission {id}")),
+            "{log}"
+        );
+    }
+    let vignettes = std::fs::read_dir(dir.join("out/A_54.0143_-2.7770_04052023_1/vignettes"))
+        .unwrap()
+        .count();
+    assert_eq!(vignettes, 102);
+    let text_jobs = ok(flowcam(dir, &["jobs", &id, "-o", "out"]));
+    assert!(text_jobs.contains("to redo: tasks"), "{text_jobs}");
+}
