@@ -18,8 +18,11 @@
 # rerun, and the same vignettes copied by `rclone copy --transfers 32` (Debian package
 # rclone) to the same server in the same run, with its no-op copy and the ratios.
 #
-# Last, the dashboard (scripts/bench-serve.sh): page and gallery times cold and warm, and
+# Then the dashboard (scripts/bench-serve.sh): page and gallery times cold and warm, and
 # /api/sessions over 200 sessions under 64 concurrent clients.
+#
+# Last, submit (scripts/bench-submit.sh): its overhead for 200 sessions, a pass over 200
+# complete sessions, and the local executor, against a single-node SLURM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 session=${1:-../shared/fixtures/flowcam/19_10_Tank25_blanksremoved}
@@ -155,3 +158,6 @@ printf 'no-op copy, rclone:        %.2f s\n' "$theirs_noop"
 
 # The dashboard: its own script, with its own figures.
 scripts/bench-serve.sh "$session"
+
+# The cost of submit (SLURM, and the local executor): its own script, with its own figures.
+scripts/bench-submit.sh
