@@ -316,7 +316,26 @@ fn every_problem_of_an_order_is_named_at_once_and_nothing_is_queued() {
             "{answer}"
         );
     }
+    // An order cannot send the session (and the service's keys) elsewhere.
+    let (status, _, answer) = post(
+        &server,
+        &json!({"task": "UploadToS3", "session": FIXTURE, "parameters": {"s3-endpoint": "http://127.0.0.1:9", "s3-bucket": "theirs", "api-url": "http://169.254.169.254/"}}),
+        None,
+    );
+    assert_eq!(status, 422);
+    assert_eq!(
+        answer["errors"]
+            .to_string()
+            .matches("cannot choose the destination")
+            .count(),
+        3,
+        "{answer}"
+    );
     for (body, expected) in [
+        (
+            &br#"{"task": "FlowCamPipeline", "session": "nope", "session": "19_10_Tank25_blanksremoved"}"#[..],
+            "the key `session` appears twice",
+        ),
         (&b"not json"[..], "not valid JSON"),
         (b"[1, 2]", "is a JSON object"),
         (b"{}", "needs `task`"),
@@ -426,6 +445,15 @@ fn pipeline_and_task_orders_make_what_the_command_line_makes() {
         "{done}"
     );
     assert!(bare.join(format!("{FIXTURE}.lst")).is_file());
+
+    // An upload ordered from a service without a destination fails, saying so.
+    let id = accepted(&server, &json!({"task": "UploadToS3", "session": FIXTURE}));
+    let done = wait_until(&server, id, finished);
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["errors"].to_string().contains("the service has none"),
+        "{done}"
+    );
 }
 
 #[test]
@@ -646,6 +674,22 @@ fn a_retried_post_with_its_key_returns_the_same_order() {
     assert_eq!(status, 200);
     assert!(head.contains("idempotent-replayed: true"), "{head}");
     assert_eq!(again["id"], first["id"]);
+    // The same order written otherwise (spacing, key order), with `bearer` in lower case.
+    let respaced = format!(
+        r#"{{ "roi" : {{"height":4, "width":4, "y":0, "x":0, "collage":"{PAGE}", "session":"{FIXTURE}"}} }}"#
+    );
+    let lower = format!("bearer {TOKEN}");
+    let (status, _, body) = server.request(
+        "POST",
+        "/api/orders",
+        &[("Authorization", &lower), ("Idempotency-Key", "retry-42")],
+        respaced.as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["id"],
+        first["id"]
+    );
     let (status, _, answer) = post(
         &server,
         &json!({"roi": {"session": FIXTURE, "collage": PAGE, "x": 1, "y": 0, "width": 4, "height": 4}}),
@@ -737,11 +781,17 @@ fn a_callback_receives_the_result_and_is_retried() {
         }),
     );
     let (first_head, first) = bodies.recv_timeout(Duration::from_secs(30)).unwrap();
+    let failed_at = Instant::now();
     assert!(
         first_head.starts_with("POST /hook?secret=s3cr3t "),
         "{first_head}"
     );
     let (head, body) = bodies.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(
+        failed_at.elapsed() >= Duration::from_millis(900),
+        "retried after its delay, not at once: {:?}",
+        failed_at.elapsed()
+    );
     assert!(
         head.to_ascii_lowercase()
             .contains("content-type: application/json")
@@ -757,6 +807,43 @@ fn a_callback_receives_the_result_and_is_retried() {
     assert!(delivered["result"]["files"][0]["url"].is_string());
     let record = wait_until(&server, id, |r| r["callback"]["delivered"] == true);
     assert_eq!(record["callback"]["attempts"], 2);
+
+    // A receiver that never answers holds up no other order's callback.
+    let hanging = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hanging_address = hanging.local_addr().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in hanging.incoming().flatten() {
+            keep.lock().unwrap().push(stream);
+        }
+    });
+    for _ in 0..3 {
+        accepted(
+            &server,
+            &json!({
+                "roi": {"session": FIXTURE, "collage": PAGE, "x": 1, "y": 1, "width": 2, "height": 2},
+                "callback": format!("http://{hanging_address}/never"),
+            }),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let quick = accepted(
+        &server,
+        &json!({
+            "roi": {"session": FIXTURE, "collage": PAGE, "x": 5, "y": 5, "width": 10, "height": 10},
+            "callback": format!("http://{address}/quick"),
+        }),
+    );
+    let sent = Instant::now();
+    let (head, _) = bodies.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(head.starts_with("POST /quick "), "{head}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        sent.elapsed()
+    );
+    wait_until(&server, quick, |r| r["callback"]["delivered"] == true);
 
     // An unreachable callback is retried, and its error does not repeat the URL.
     let closed = TcpListener::bind("127.0.0.1:0")
@@ -777,12 +864,23 @@ fn a_callback_receives_the_result_and_is_retried() {
     let error = record["callback"]["last_error"].as_str().unwrap();
     assert!(error.contains("could not be reached"), "{error}");
     assert!(!error.contains("s3cr3t"));
+
+    // Callbacks hanging in flight do not hold up a stop: they are sent again after.
+    let stopping = Instant::now();
+    assert_eq!(server.terminate(), Some(143));
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    drop(held);
 }
 
 #[test]
 fn an_order_waits_while_another_run_holds_its_session() {
     let dir = tempfile::tempdir().unwrap();
     let (root, out) = root_with_fixture(dir.path());
+    copy_fixture(&root, "Other_54.0143_-2.7770_04052023_1");
     let server = serve(&root, &out);
     let lock = flowcam_pipeline::engine::WorkspaceLock::acquire(&out.join(FIXTURE)).unwrap();
     let id = accepted(
@@ -796,6 +894,18 @@ fn an_order_waits_while_another_run_holds_its_session() {
                 .is_some_and(|n| n.contains("another run"))
     });
     assert_eq!(waiting["state"], "queued");
+    // Tried again every 2 s, not in a loop, and an order on another session runs meanwhile.
+    let other = accepted(
+        &server,
+        &json!({"task": "FlowCamPipeline", "session": "Other_54.0143_-2.7770_04052023_1"}),
+    );
+    assert_eq!(wait_until(&server, other, finished)["state"], "succeeded");
+    std::thread::sleep(Duration::from_secs(3));
+    let attempts = order(&server, id)["attempts"].as_u64().unwrap();
+    assert!(
+        (2..=5).contains(&attempts),
+        "{attempts} attempts in about 3 s"
+    );
     assert!(!out.join(FIXTURE).join("manifest.csv").exists());
     drop(lock);
     let done = wait_until(&server, id, finished);

@@ -1202,6 +1202,32 @@ fn serve(args: &ServeArgs) -> u8 {
     }
 }
 
+/// The service's destination as the upload task's parameters, for task orders (none
+/// without --s3-bucket, or with --no-upload).
+fn destination_parameters(upload: &UploadArgs) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    let mut parameters = serde_json::Map::new();
+    let (false, Some(bucket)) = (upload.no_upload, &upload.s3_bucket) else {
+        return parameters;
+    };
+    parameters.insert("s3-bucket".into(), Value::String(bucket.clone()));
+    let endpoint = upload
+        .s3_endpoint
+        .clone()
+        .or(upload.config_endpoint.clone());
+    for (name, value) in [
+        ("s3-endpoint", endpoint),
+        ("s3-prefix", upload.s3_prefix.clone()),
+        ("api-url", upload.api_url.clone()),
+    ] {
+        if let Some(value) = value {
+            parameters.insert(name.into(), Value::String(value));
+        }
+    }
+    parameters.insert("create-bucket".into(), Value::Bool(upload.create_bucket));
+    parameters
+}
+
 /// The orders side of `serve`, when a token is set: the store (under the output folder)
 /// and its workers, started.
 fn order_desk(
@@ -1222,6 +1248,7 @@ fn order_desk(
         root: std::sync::Arc::new(CatalogRoot(catalog.clone())),
         output_root,
         pass: pass.clone(),
+        destination: destination_parameters(&args.tasks.upload),
         engine_workers: 0,
         stop: interrupt.flag(),
     });

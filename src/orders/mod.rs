@@ -39,6 +39,14 @@ use std::path::{Component, Path, PathBuf};
 pub const PIPELINE: &str = "FlowCamPipeline";
 /// The tasks whose parameters a pipeline order takes; the destination is the service's.
 pub const PIPELINE_TASKS: &[&str] = &["ExtractMetadata", "DecollageImages"];
+/// The parameters that choose where a session goes: the service's own, never an order's.
+pub const DESTINATION: &[&str] = &[
+    "s3-bucket",
+    "s3-endpoint",
+    "s3-prefix",
+    "api-url",
+    "create-bucket",
+];
 /// The longest callback URL taken.
 pub const MAX_CALLBACK: usize = 2048;
 /// The longest name (session, collage) taken.
@@ -114,6 +122,12 @@ pub trait Root {
 pub fn validate(text: &[u8], root: &dyn Root) -> Result<Order, Vec<String>> {
     let value: Value = serde_json::from_slice(text)
         .map_err(|e| vec![format!("the order is not valid JSON: {e}")])?;
+    // serde_json keeps the last of two equal keys; an order that says two things is
+    // refused rather than read one way.
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    if let Err(e) = serde::de::Deserializer::deserialize_any(&mut deserializer, UniqueKeys) {
+        return Err(vec![format!("the order is not valid JSON: {e}")]);
+    }
     let Value::Object(mut object) = value else {
         return Err(vec![
             "an order is a JSON object: {\"task\", \"session\", \"parameters\"} or {\"roi\": {...}}"
@@ -226,7 +240,29 @@ fn check_parameters(task: &str, parameters: &Map<String, Value>, root: &dyn Root
             }
         }
     } else if let Some(entry) = registry::find(task) {
-        problems.extend(entry.declaration().validate_parameters(parameters));
+        // The destination is the service's: an order may not send the session (and the
+        // service's keys) elsewhere.
+        let mut rest = parameters.clone();
+        for name in DESTINATION {
+            if rest.remove(*name).is_some() {
+                problems.push(format!(
+                    "parameter `{name}`: an order cannot choose the destination; it is the \
+                     service's (serve's --s3-bucket, --s3-endpoint, --s3-prefix, --api-url)"
+                ));
+            }
+        }
+        // The service fills in the destination: its being required is no problem here.
+        problems.extend(
+            entry
+                .declaration()
+                .validate_parameters(&rest)
+                .into_iter()
+                .filter(|p| {
+                    !DESTINATION
+                        .iter()
+                        .any(|d| p.starts_with(&format!("parameter `{d}` is required")))
+                }),
+        );
     }
     if let Some(Value::String(sheet)) = parameters.get("sample-sheet")
         && let Err(e) = file_under(root.folder(), sheet)
@@ -452,5 +488,62 @@ fn check_callback(url: &str) -> Vec<String> {
             "`callback` must be an http or https URL, got {url:?}"
         )],
         Err(e) => vec![format!("`callback` is not a URL ({e}): {url:?}")],
+    }
+}
+
+/// Walks a JSON document and fails on an object with a key twice.
+struct UniqueKeys;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key `{key}` appears twice"
+                )));
+            }
+            map.next_value::<UniqueKeysValue>()?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<UniqueKeysValue>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// A value inside a document [`UniqueKeys`] walks.
+struct UniqueKeysValue;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeysValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeys).map(|()| UniqueKeysValue)
     }
 }

@@ -53,8 +53,9 @@ pub struct OrderRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackState>,
     /// A queued order is not taken before this (unix ms): a busy session is tried again
-    /// a little later, not in a tight loop.
-    #[serde(default, skip_serializing)]
+    /// a little later, not in a tight loop. Stored (it must survive a restart), shown only
+    /// while it is set.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub not_before_ms: i64,
 }
 
@@ -65,9 +66,13 @@ pub struct CallbackState {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// Unix ms of the next attempt.
-    #[serde(default, skip_serializing)]
+    /// Unix ms of the next attempt (stored: the schedule survives a restart).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub next_at_ms: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize)]
@@ -267,6 +272,7 @@ impl Store {
                 queue.remove(id).map_err(|e| self.fail(e))?;
                 running.insert(id, ()).map_err(|e| self.fail(e))?;
                 record.state = OrderState::Running;
+                record.not_before_ms = 0;
                 record.attempts += 1;
                 record.started_at = Some(Utc::now().to_rfc3339());
                 write(&mut orders, &record).map_err(|e| self.fail(e))?;

@@ -43,6 +43,9 @@ pub struct Env {
     pub output_root: PathBuf,
     /// The service's own options, which a pipeline order's parameters override.
     pub pass: PassOptions,
+    /// The service's destination as task parameters (`s3-bucket`, `s3-endpoint`...): what
+    /// a task order that uploads is given; empty when the service has none.
+    pub destination: Map<String, Value>,
     /// Engine workers per order (0: one per core).
     pub engine_workers: usize,
     /// Set by SIGTERM/SIGINT: running orders finish their items in flight and go back to
@@ -142,9 +145,15 @@ fn doze(wake: &(Mutex<u64>, Condvar), timeout: Duration) {
 
 fn work(store: &Store, env: &Env, signal: &(Mutex<u64>, Condvar), busy: &Mutex<HashSet<String>>) {
     while !env.stop.load(Ordering::SeqCst) {
+        // Claimed and marked busy in one step: another worker never takes an order on a
+        // session this one is about to run.
         let claimed = {
-            let taken = busy.lock().unwrap_or_else(|e| e.into_inner());
-            store.claim(&|session| taken.contains(session))
+            let mut taken = busy.lock().unwrap_or_else(|e| e.into_inner());
+            let claimed = store.claim(&|session| taken.contains(session));
+            if let Ok(Some(record)) = &claimed {
+                taken.insert(record.order.session().to_string());
+            }
+            claimed
         };
         let record = match claimed {
             Ok(Some(record)) => record,
@@ -159,9 +168,6 @@ fn work(store: &Store, env: &Env, signal: &(Mutex<u64>, Condvar), busy: &Mutex<H
             }
         };
         let session = record.order.session().to_string();
-        busy.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(session.clone());
         tracing::info!(order = record.id, session, "order started");
         let ending = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&record, env)))
             .unwrap_or_else(|panic| {
@@ -338,7 +344,28 @@ fn one_task(task: &str, folder: &Path, parameters: &Map<String, Value>, env: &En
         Ok(session) => session,
         Err(e) => return Ending::Failed(vec![e.to_string()], None),
     };
+    let declaration = entry.declaration();
     let mut parameters = parameters.clone();
+    for name in super::DESTINATION {
+        if declaration.parameter(name).is_none() {
+            continue;
+        }
+        match env.destination.get(*name) {
+            Some(value) => {
+                parameters.insert((*name).to_string(), value.clone());
+            }
+            None if declaration.parameter(name).is_some_and(|p| p.required) => {
+                return Ending::Failed(
+                    vec![format!(
+                        "{task} needs a destination, and the service has none: start serve \
+                         with --s3-bucket (and --s3-endpoint or --api-url)"
+                    )],
+                    None,
+                );
+            }
+            None => {}
+        }
+    }
     if let Some(Value::String(sheet)) = parameters.get("sample-sheet") {
         match file_under(env.root.folder(), sheet) {
             Ok(path) => {
@@ -360,7 +387,6 @@ fn one_task(task: &str, folder: &Path, parameters: &Map<String, Value>, env: &En
         }
         Err(e) => return Ending::Failed(vec![e.to_string()], None),
     };
-    let declaration = entry.declaration();
     let mut inputs = Map::new();
     for port in &declaration.inputs {
         let files = matching(&session.output, &port.pattern);
@@ -492,9 +518,13 @@ fn summary(report: &RunReport) -> Value {
     })
 }
 
-/// Delivers the callbacks of finished orders, each retried on its own schedule; those
-/// still due when the service stops are delivered after it starts again.
-fn deliver(store: &Store, stop: &AtomicBool, signal: &(Mutex<u64>, Condvar)) {
+/// Callbacks delivered at once, at most.
+const CALLBACKS_AT_ONCE: usize = 16;
+
+/// Delivers the callbacks of finished orders, side by side (one slow receiver holds up no
+/// other), each retried on its own schedule; a stop abandons those in flight, and they and
+/// the ones still due are delivered after the service starts again.
+fn deliver(store: &Arc<Store>, stop: &Arc<AtomicBool>, signal: &(Mutex<u64>, Condvar)) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -518,55 +548,96 @@ fn deliver(store: &Store, stop: &AtomicBool, signal: &(Mutex<u64>, Condvar)) {
             return;
         }
     };
+    let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let slots = Arc::new(tokio::sync::Semaphore::new(CALLBACKS_AT_ONCE));
+    let mut sending = tokio::task::JoinSet::new();
     while !stop.load(Ordering::SeqCst) {
         let due = store.due_callbacks().unwrap_or_else(|e| {
             tracing::error!("orders: {e}");
             Vec::new()
         });
         for record in due {
-            let Some(url) = record.order.callback.clone() else {
+            if !in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(record.id)
+            {
                 continue;
-            };
-            let attempt = record.callback.as_ref().map_or(0, |c| c.attempts) as usize;
-            // The order as `GET /api/orders/ID` gives it, less the delivery's own state,
-            // so that every attempt sends the same body.
-            let mut body = serde_json::to_value(&record).unwrap_or_default();
-            if let Some(fields) = body.as_object_mut() {
-                fields.remove("callback");
             }
-            let body = serde_json::to_vec(&body).unwrap_or_default();
-            let sent = runtime.block_on(
-                client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-flowcam-order", record.id.to_string())
-                    .body(body)
-                    .send(),
+            let (client, store, in_flight, slots) = (
+                client.clone(),
+                store.clone(),
+                in_flight.clone(),
+                slots.clone(),
             );
-            let error = match sent {
-                Ok(response) if response.status().is_success() => None,
-                Ok(response) => Some(format!("the callback answered {}", response.status())),
-                // Without the URL: it may carry a client's secret.
-                Err(e) => Some(format!(
-                    "the callback could not be reached ({})",
-                    if e.is_timeout() {
-                        "timed out"
-                    } else if e.is_connect() {
-                        "connection failed"
-                    } else {
-                        "request failed"
-                    }
-                )),
-            };
-            match &error {
-                None => tracing::info!(order = record.id, "callback delivered"),
-                Some(e) => tracing::warn!(order = record.id, attempt = attempt + 1, "{e}"),
-            }
-            let retry = CALLBACK_DELAYS.get(attempt).copied();
-            if let Err(e) = store.callback_attempt(record.id, error, retry) {
-                tracing::error!(order = record.id, "orders: {e}");
-            }
+            sending.spawn(async move {
+                let Ok(_slot) = slots.acquire_owned().await else {
+                    return;
+                };
+                send_callback(&client, &store, &record).await;
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&record.id);
+            });
         }
-        doze(signal, Duration::from_millis(250));
+        // Let the requests run for a while (the runtime works only inside block_on).
+        runtime.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_millis(250), async {
+                while sending.join_next().await.is_some() {}
+                std::future::pending::<()>().await
+            })
+            .await;
+        });
+        if sending.is_empty() {
+            doze(signal, Duration::from_millis(250));
+        }
+    }
+    // Abandoned, not lost: their attempts were not recorded, so they are due again.
+    sending.abort_all();
+}
+
+/// One attempt at one order's callback, recorded.
+async fn send_callback(client: &reqwest::Client, store: &Store, record: &OrderRecord) {
+    let Some(url) = record.order.callback.clone() else {
+        return;
+    };
+    let attempt = record.callback.as_ref().map_or(0, |c| c.attempts) as usize;
+    // The order as `GET /api/orders/ID` gives it, less the delivery's own state, so that
+    // every attempt sends the same body.
+    let mut body = serde_json::to_value(record).unwrap_or_default();
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("callback");
+    }
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let sent = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-flowcam-order", record.id.to_string())
+        .body(body)
+        .send()
+        .await;
+    let error = match sent {
+        Ok(response) if response.status().is_success() => None,
+        Ok(response) => Some(format!("the callback answered {}", response.status())),
+        // Without the URL: it may carry a client's secret.
+        Err(e) => Some(format!(
+            "the callback could not be reached ({})",
+            if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "connection failed"
+            } else {
+                "request failed"
+            }
+        )),
+    };
+    match &error {
+        None => tracing::info!(order = record.id, "callback delivered"),
+        Some(e) => tracing::warn!(order = record.id, attempt = attempt + 1, "{e}"),
+    }
+    let retry = CALLBACK_DELAYS.get(attempt).copied();
+    if let Err(e) = store.callback_attempt(record.id, error, retry) {
+        tracing::error!(order = record.id, "orders: {e}");
     }
 }

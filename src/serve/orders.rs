@@ -47,7 +47,11 @@ impl Token {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| {
+                // The scheme's name is case-insensitive (RFC 7235).
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            })
             .unwrap_or_default()
             .trim();
         // Hashing first makes the comparison independent of the lengths, and `Hash`'s
@@ -170,7 +174,10 @@ pub fn submit(desk: &Desk, body: &[u8], key: Option<String>) -> Response {
         Ok(order) => order,
         Err(errors) => return problems(StatusCode::UNPROCESSABLE_ENTITY, errors),
     };
-    let digest = blake3::hash(body).to_hex().to_string();
+    // Of the order as read, not of its bytes: a retry that spaces or orders its JSON
+    // differently is the same order.
+    let canonical = serde_json::to_vec(&order).unwrap_or_default();
+    let digest = blake3::hash(&canonical).to_hex().to_string();
     match desk
         .store
         .submit(order, key.as_deref().map(|k| (k, digest.as_str())))
