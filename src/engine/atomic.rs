@@ -74,6 +74,36 @@ impl Staging {
         Ok(())
     }
 
+    /// Writes `target` through a writer (to its temporary; visible only after [`commit`]),
+    /// for a file too large to hold in memory first, such as a table of a million rows.
+    ///
+    /// [`commit`]: Staging::commit
+    pub fn stream(
+        &mut self,
+        target: impl Into<PathBuf>,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let target = target.into();
+        let temp = temp_path(&target);
+        if let Some(parent) = target.parent() {
+            check_not_a_link(parent)?;
+            fs::create_dir_all(parent)?;
+        }
+        let file = create_temp(&temp).map_err(|e| with_path(e, &temp))?;
+        let mut writer = io::BufWriter::with_capacity(1 << 16, file);
+        let written = write(&mut writer)
+            .and_then(|()| writer.into_inner().map_err(|e| e.into_error()))
+            .and_then(|file| file.sync_all());
+        if let Err(e) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(with_path(e, &temp));
+        }
+        if self.targets.insert(target.clone()) {
+            self.staged.push((temp, target));
+        }
+        Ok(())
+    }
+
     /// The targets staged so far.
     pub fn targets(&self) -> impl Iterator<Item = &Path> {
         self.staged.iter().map(|(_, t)| t.as_path())

@@ -168,21 +168,49 @@ impl Task for DecollageImages {
     }
 }
 
-/// The particles of one session, grouped by collage page.
+/// The particles of one session, grouped by collage page. The rows themselves stay in
+/// `metadata.csv`: a page's are read when the page is cut (and again for the manifest), so
+/// that memory does not grow with the number of particles (a million rows would take
+/// about 900 MB as parsed records).
 struct Pages<'a> {
     task: &'a DecollageImages,
     fields: Vec<Field>,
-    rows: Vec<csv::StringRecord>,
-    /// (collage file, indices into `rows`), in order of first appearance.
-    pages: Vec<(String, Vec<usize>)>,
+    /// Each page's rows, in order of first appearance.
+    pages: Vec<PageRows>,
+    /// Rows in `metadata.csv`.
+    rows: usize,
+    /// Rows whose particle is marked blank.
+    blank_rows: usize,
     columns: Columns,
-    /// Vignette sizes by row, as written in this run (the manifest stats only the rest).
-    sizes: Mutex<HashMap<usize, u64>>,
+    /// Vignette sizes by row, as written in this run ([`NOT_WRITTEN`] for the rest, which
+    /// the manifest stats).
+    sizes: Mutex<Vec<u64>>,
     /// What `session.json` says of the session and its particles.
     facts: Facts,
     /// Whether the rows have fields named `class` and `blank` of their own (embedded).
     own_fields: (bool, bool),
 }
+
+/// Where one page's rows are in `metadata.csv`: runs of consecutive rows (one, when the
+/// `.lst` lists a page's particles together, as the instrument does).
+struct PageRows {
+    collage: String,
+    runs: Vec<Run>,
+    count: usize,
+    /// The digest of its rows (and what the session and `session.json` add to them).
+    fingerprint: String,
+}
+
+struct Run {
+    /// Where the run's first row starts.
+    position: csv::Position,
+    /// Its index among all rows.
+    first: usize,
+    count: usize,
+}
+
+/// A vignette size not known from this run.
+const NOT_WRITTEN: u64 = u64::MAX;
 
 /// What the vignettes carry from `session.json` (or, without one, the folder name).
 #[derive(Debug, Default)]
@@ -286,26 +314,153 @@ impl<'a> Pages<'a> {
                 .iter()
                 .position(|f| f.name == "timestamp" && f.ty == FieldType::Timestamp),
         };
-        let mut rows = Vec::new();
-        let mut pages = crate::flowcam::ByPage::default();
-        for record in reader.records() {
-            let record = record.with_context(|| csv_path.display().to_string())?;
-            pages.push(&record[columns.collage], rows.len());
-            rows.push(record);
+        let facts = Facts::read(session, task.options.blanks)?;
+        // One pass: each page's runs of rows and its digest, as the rows go by.
+        let session_digest = facts.session_digest();
+        let mut pages: Vec<PageRows> = Vec::new();
+        let mut digests: Vec<Digest> = Vec::new();
+        let mut page_of: HashMap<String, usize> = HashMap::new();
+        let mut record = csv::StringRecord::new();
+        let (mut rows, mut blank_rows) = (0, 0);
+        loop {
+            let position = reader.position().clone();
+            if !reader
+                .read_record(&mut record)
+                .with_context(|| csv_path.display().to_string())?
+            {
+                break;
+            }
+            let collage = &record[columns.collage];
+            let p = match page_of.get(collage) {
+                Some(&p) => p,
+                None => {
+                    page_of.insert(collage.to_string(), pages.len());
+                    pages.push(PageRows {
+                        collage: collage.to_string(),
+                        runs: Vec::new(),
+                        count: 0,
+                        fingerprint: String::new(),
+                    });
+                    digests.push(Digest::new().str(&session_digest));
+                    pages.len() - 1
+                }
+            };
+            let page = &mut pages[p];
+            match page.runs.last_mut() {
+                Some(run) if run.first + run.count == rows => run.count += 1,
+                _ => page.runs.push(Run {
+                    position,
+                    first: rows,
+                    count: 1,
+                }),
+            }
+            page.count += 1;
+            let mut digest = std::mem::take(&mut digests[p]);
+            for value in &record {
+                digest = digest.str(value);
+            }
+            let id = &record[columns.id];
+            let blank = facts.is_blank(id);
+            digests[p] = digest
+                .str(facts.class(id).unwrap_or_default())
+                .str(if blank { "blank" } else { "" });
+            blank_rows += usize::from(blank);
+            rows += 1;
         }
-        let pages = pages.into_pages();
+        for (page, digest) in pages.iter_mut().zip(digests) {
+            page.fingerprint = digest.hex();
+        }
         Ok(Pages {
             task,
-            rows,
             pages,
+            rows,
+            blank_rows,
             columns,
-            sizes: Mutex::default(),
-            facts: Facts::read(session, task.options.blanks)?,
+            sizes: Mutex::new(vec![NOT_WRITTEN; rows]),
+            facts,
             own_fields: (
                 task.options.embed_measurements && fields.iter().any(|f| f.name == "class"),
                 task.options.embed_measurements && fields.iter().any(|f| f.name == "blank"),
             ),
             fields,
+        })
+    }
+
+    /// The rows of `page`, read from `metadata.csv` where the plan found them, each with
+    /// its index among all rows.
+    fn page_rows(&self, page: &PageRows) -> anyhow::Result<Vec<(usize, csv::StringRecord)>> {
+        let path = self.task.session.metadata_csv();
+        let changed = || {
+            anyhow::anyhow!(
+                "{} changed while the task ran; run again",
+                path.display()
+            )
+        };
+        let mut reader =
+            csv::Reader::from_path(&path).with_context(|| path.display().to_string())?;
+        let mut rows = Vec::with_capacity(page.count);
+        for run in &page.runs {
+            reader
+                .seek(run.position.clone())
+                .with_context(|| path.display().to_string())?;
+            for k in 0..run.count {
+                let mut record = csv::StringRecord::new();
+                let read = reader
+                    .read_record(&mut record)
+                    .with_context(|| path.display().to_string())?;
+                if !read || record.get(self.columns.collage) != Some(page.collage.as_str()) {
+                    return Err(changed());
+                }
+                rows.push((run.first + k, record));
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The manifest's line for one row of `page`, `written` its vignette's size if this
+    /// run wrote it ([`NOT_WRITTEN`] otherwise).
+    fn manifest_row(
+        &self,
+        page: &PageRows,
+        row: &csv::StringRecord,
+        written: u64,
+    ) -> anyhow::Result<ManifestRow> {
+        let c = &self.columns;
+        let path = self.vignette_path(row);
+        let blank = self.facts.is_blank(&row[c.id]);
+        let kept = !(blank && self.task.options.blanks == BlankPolicy::Skip);
+        let bytes = match written {
+            NOT_WRITTEN if !kept => 0,
+            NOT_WRITTEN => std::fs::metadata(&path)
+                .with_context(|| format!("vignette {} is missing", path.display()))?
+                .len(),
+            bytes => bytes,
+        };
+        let captured_at = c
+            .timestamp
+            .and_then(|t| parse_timestamp(&row[t]))
+            .map(|t| {
+                let whole = t.date_time.format("%Y-%m-%dT%H:%M:%S");
+                match t.fraction {
+                    Some(fraction) => format!("{whole}.{fraction}"),
+                    None => whole.to_string(),
+                }
+            })
+            .unwrap_or_default();
+        let file = match kept {
+            true => path.file_name().unwrap_or_default().to_string_lossy(),
+            false => Default::default(),
+        };
+        Ok(ManifestRow {
+            file: file.into_owned(),
+            particle_id: row[c.id].to_string(),
+            collage: page.collage.clone(),
+            width: row[c.w].parse().unwrap_or_default(),
+            height: row[c.h].parse().unwrap_or_default(),
+            bytes,
+            captured_at,
+            class: self.facts.class(&row[c.id]).unwrap_or_default().to_string(),
+            blank,
         })
     }
 
@@ -321,28 +476,17 @@ impl Plan for Pages<'_> {
     fn items(&self) -> Vec<Item> {
         self.pages
             .iter()
-            .map(|(collage, indices)| {
-                let mut digest = Digest::new().str(&self.facts.session_digest());
-                for &i in indices {
-                    for value in &self.rows[i] {
-                        digest = digest.str(value);
-                    }
-                    let id = &self.rows[i][self.columns.id];
-                    digest = digest
-                        .str(self.facts.class(id).unwrap_or_default())
-                        .str(if self.facts.is_blank(id) { "blank" } else { "" });
-                }
-                Item {
-                    key: collage.clone(),
-                    inputs: vec![self.task.session.input.join(collage)],
-                    fingerprint: digest.hex(),
-                }
+            .map(|page| Item {
+                key: page.collage.clone(),
+                inputs: vec![self.task.session.input.join(&page.collage)],
+                fingerprint: page.fingerprint.clone(),
             })
             .collect()
     }
 
     fn run_item(&self, index: usize, out: &mut Staging) -> anyhow::Result<()> {
-        let (collage_file, indices) = &self.pages[index];
+        let page = &self.pages[index];
+        let collage_file = &page.collage;
         // metadata.csv is ours, but may have been edited: never follow a path out of the
         // session folder.
         check_plain_file_name(collage_file).map_err(anyhow::Error::msg)?;
@@ -350,19 +494,20 @@ impl Plan for Pages<'_> {
             session = %self.task.session.experiment,
             task = "DecollageImages",
             collage = %collage_file,
-            particles = indices.len(),
+            particles = page.count,
             "cutting vignettes"
         );
         let session = &self.task.session;
         let collage = Collage::open(&session.input.join(collage_file), &session.input)?;
+        let rows = self.page_rows(page)?;
         let c = &self.columns;
         let mut outside = Vec::new();
         // Every rectangle is checked before any vignette is made; then each particle is
         // cut, encoded and written in turn, so that a page holds one crop at a time beside
         // its pixels, whatever its number of particles.
-        let mut rects = Vec::with_capacity(indices.len());
-        for &i in indices {
-            let row = &self.rows[i];
+        let mut rects = Vec::with_capacity(rows.len());
+        for (i, row) in &rows {
+            let i = *i;
             let number = |col: usize| row[col].parse::<u32>().ok();
             match (number(c.x), number(c.y), number(c.w), number(c.h)) {
                 (Some(x), Some(y), Some(w), Some(h)) if collage.contains(x, y, w, h) => {
@@ -423,10 +568,10 @@ impl Plan for Pages<'_> {
             out.write(self.vignette_path(row), &bytes)?;
             sizes.push((i, bytes.len() as u64));
         }
-        self.sizes
-            .lock()
-            .expect("no panics under the lock")
-            .extend(sizes);
+        let mut known = self.sizes.lock().expect("no panics under the lock");
+        for (i, bytes) in sizes {
+            known[i] = bytes;
+        }
         Ok(())
     }
 
@@ -435,61 +580,28 @@ impl Plan for Pages<'_> {
         // all the same: without it the task would never be complete.
         let folder = self.task.session.vignettes_dir();
         std::fs::create_dir_all(&folder).with_context(|| folder.display().to_string())?;
-        let c = &self.columns;
         let sizes = self.sizes.lock().expect("no panics under the lock");
-        let mut manifest = Vec::with_capacity(self.rows.len());
-        for (collage, indices) in &self.pages {
-            for &i in indices {
-                let row = &self.rows[i];
-                let path = self.vignette_path(row);
-                let blank = self.facts.is_blank(&row[c.id]);
-                let written = !(blank && self.task.options.blanks == BlankPolicy::Skip);
-                let bytes = match sizes.get(&i) {
-                    Some(&bytes) => bytes,
-                    None if !written => 0,
-                    None => std::fs::metadata(&path)
-                        .with_context(|| format!("vignette {} is missing", path.display()))?
-                        .len(),
-                };
-                let captured_at = c
-                    .timestamp
-                    .and_then(|t| parse_timestamp(&row[t]))
-                    .map(|t| {
-                        let whole = t.date_time.format("%Y-%m-%dT%H:%M:%S");
-                        match t.fraction {
-                            Some(fraction) => format!("{whole}.{fraction}"),
-                            None => whole.to_string(),
-                        }
-                    })
-                    .unwrap_or_default();
-                let file = match written {
-                    true => path.file_name().unwrap_or_default().to_string_lossy(),
-                    false => Default::default(),
-                };
-                manifest.push(ManifestRow {
-                    file: file.into_owned(),
-                    particle_id: row[c.id].to_string(),
-                    collage: collage.clone(),
-                    width: row[c.w].parse().unwrap_or_default(),
-                    height: row[c.h].parse().unwrap_or_default(),
-                    bytes,
-                    captured_at,
-                    class: self.facts.class(&row[c.id]).unwrap_or_default().to_string(),
-                    blank,
-                });
+        // Streamed, a page at a time: never the whole manifest in memory.
+        out.stream(self.task.session.manifest(), |w| {
+            let mut writer = Manifest::writer(w).map_err(std::io::Error::other)?;
+            for page in &self.pages {
+                let rows = self
+                    .page_rows(page)
+                    .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+                for (i, row) in &rows {
+                    let line = self
+                        .manifest_row(page, row, sizes[*i])
+                        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+                    writer.serialize(line).map_err(std::io::Error::other)?;
+                }
             }
-        }
-        out.write(self.task.session.manifest(), &Manifest::encode(&manifest)?)?;
+            writer.flush()
+        })?;
         Ok(())
     }
 
     fn notes(&self) -> Vec<String> {
-        let id = self.columns.id;
-        let blanks = self
-            .rows
-            .iter()
-            .filter(|row| self.facts.is_blank(&row[id]))
-            .count();
+        let blanks = self.blank_rows;
         if blanks == 0 {
             return Vec::new();
         }
@@ -497,7 +609,7 @@ impl Plan for Pages<'_> {
             BlankPolicy::Skip => "skipped (listed in manifest.csv, not written)",
             _ => "flagged blank",
         };
-        vec![format!("{blanks} of {} particles {what}", self.rows.len())]
+        vec![format!("{blanks} of {} particles {what}", self.rows)]
     }
 }
 

@@ -117,6 +117,16 @@ impl Manifest {
     }
 
     /// The manifest's bytes for `rows`.
+    /// A writer of manifest rows to `out`, the header written: rows go out one at a time,
+    /// so a session of a million particles never holds its manifest in memory.
+    pub fn writer<W: std::io::Write>(out: W) -> csv::Result<csv::Writer<W>> {
+        let mut writer = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(out);
+        writer.write_record(MANIFEST_HEADER)?;
+        Ok(writer)
+    }
+
     pub fn encode(rows: &[ManifestRow]) -> anyhow::Result<Vec<u8>> {
         let mut writer = csv::WriterBuilder::new()
             .has_headers(false)
