@@ -173,16 +173,12 @@ fn collages_present(folder: &Path) -> Readiness {
         .canonicalize()
         .map_err(anyhow::Error::from)
         .and_then(|real| crate::flowcam::input::open_regular(&lst, &real));
-    let mut bytes = Vec::new();
-    let Ok(mut file) = opened else {
+    let Ok(file) = opened else {
         return Readiness::Ready;
     };
-    if std::io::Read::read_to_end(&mut file, &mut bytes).is_err() {
-        return Readiness::Ready;
-    }
     let mut column = None;
     let mut collages = BTreeSet::new();
-    let parsed = lst::parse_rows(&lst, &bytes, |part| match part {
+    let parsed = lst::parse_rows(&lst, file, |part| match part {
         ListPart::Fields(fields) => column = fields.iter().position(|f| f.name == "collage_file"),
         ListPart::Row(values) => {
             if let Some(value) = column.and_then(|c| values.get(c))

@@ -161,7 +161,7 @@ impl ParticleList {
     /// Parses `bytes` as the contents of `path` (the path only names the file in errors).
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<ParticleList, LstError> {
         let mut rows = Vec::new();
-        let header = parse_rows(path, bytes, |part| {
+        let header = parse_rows(path, std::io::Cursor::new(bytes), |part| {
             if let ListPart::Row(values) = part {
                 rows.push(values.iter().map(|v| v.to_string()).collect())
             }
@@ -205,21 +205,34 @@ pub enum ListPart<'a> {
 }
 
 /// Reads the `.lst` at `path` straight into CSV (a header of field names, then the rows as
-/// [`parse_rows`] hands them over: as written, integers canonical), without holding every
-/// row as separate strings: memory stays near the size of the file however many particles
-/// it lists.
+/// [`parse_rows`] hands them over: as written, integers canonical).
 pub fn read_to_csv(path: &Path) -> anyhow::Result<(ListHeader, Vec<u8>)> {
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    to_csv(path, &bytes)
+    let file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let mut csv = Vec::new();
+    let header = write_csv(path, file, &mut csv)?;
+    Ok((header, csv))
 }
 
 /// [`read_to_csv`] for a list already read (from a file opened with the checks of
 /// [`crate::flowcam::input`]); `path` only names it in errors.
 pub fn to_csv(path: &Path, bytes: &[u8]) -> anyhow::Result<(ListHeader, Vec<u8>)> {
-    let mut writer = csv::Writer::from_writer(Vec::with_capacity(bytes.len() + bytes.len() / 8));
+    let mut csv = Vec::with_capacity(bytes.len() + bytes.len() / 8);
+    let header = write_csv(path, std::io::Cursor::new(bytes), &mut csv)?;
+    Ok((header, csv))
+}
+
+/// Reads the list in `source` and writes it as CSV to `out` as it goes: memory stays the
+/// same whatever the number of particles (a line at a time, and the ids seen). On an
+/// error, what was written is to be thrown away.
+pub fn write_csv(
+    path: &Path,
+    source: impl std::io::Read + std::io::Seek,
+    out: impl std::io::Write,
+) -> anyhow::Result<ListHeader> {
+    let mut writer = csv::Writer::from_writer(out);
     let mut failed = None;
-    let header = parse_rows(path, bytes, |part| {
+    let header = parse_rows(path, source, |part| {
         let written = match part {
             ListPart::Fields(fields) => writer.write_record(fields.iter().map(|f| &f.name)),
             ListPart::Row(values) => writer.write_record(values),
@@ -231,7 +244,8 @@ pub fn to_csv(path: &Path, bytes: &[u8]) -> anyhow::Result<(ListHeader, Vec<u8>)
     if let Some(e) = failed {
         return Err(e.into());
     }
-    Ok((header, writer.into_inner()?))
+    writer.flush()?;
+    Ok(header)
 }
 
 /// The `.lst` files (any case) directly in `folder`, sorted: a session folder holds one.
@@ -269,28 +283,67 @@ pub fn files_in(folder: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
 /// row with a value to rewrite allocates, for its rewritten values.
 pub fn parse_rows(
     path: &Path,
-    bytes: &[u8],
+    mut source: impl std::io::Read + std::io::Seek,
     mut each: impl FnMut(ListPart<'_>),
 ) -> Result<ListHeader, LstError> {
-    // The instrument PCs run Windows; a non-UTF-8 file is read as Latin-1 rather than
-    // rejected or silently mangled.
-    let text = match std::str::from_utf8(bytes) {
-        Ok(text) => std::borrow::Cow::Borrowed(text),
-        Err(_) => std::borrow::Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
-    };
     let mut parser = Parser {
         path,
         problems: Vec::new(),
         more: 0,
     };
-    let mut lines: Vec<&str> = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .collect();
-    while lines.last().is_some_and(|l| l.trim().is_empty()) {
-        lines.pop();
+    // The instrument PCs run Windows; a file that is not UTF-8 throughout is read as
+    // Latin-1 rather than rejected or silently mangled (decided before the first line).
+    let latin1 = match is_utf8(&mut source).and_then(|utf8| {
+        source.seek(std::io::SeekFrom::Start(0))?;
+        Ok(!utf8)
+    }) {
+        Ok(latin1) => latin1,
+        Err(e) => {
+            parser.problem(None, None, format!("cannot read it: {e}"));
+            return Err(parser.into_error());
+        }
+    };
+    let mut lines = Lines {
+        reader: std::io::BufReader::with_capacity(1 << 16, source),
+        latin1,
+        buffer: Vec::new(),
+    };
+    let mut read_error = None;
+    let mut next_line = |lines: &mut Lines<_>| match lines.next() {
+        Ok(line) => line,
+        Err(e) => {
+            read_error.get_or_insert(e);
+            None
+        }
+    };
+    // The header: the version, the field count, then that many declarations.
+    let mut head: Vec<String> = Vec::new();
+    let mut ended = false;
+    let mut wanted = 2;
+    while head.len() < wanted {
+        let Some(line) = next_line(&mut lines) else {
+            ended = true;
+            break;
+        };
+        head.push(line);
+        if head.len() == 2 {
+            wanted += head[1]
+                .strip_prefix("num-fields|")
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0)
+                .min(MAX_DECLARED);
+        }
     }
-    let header = parser.header(&lines);
+    // Blank lines at the end of the file are not part of it.
+    if ended {
+        while head.last().is_some_and(|l| l.trim().is_empty()) {
+            head.pop();
+        }
+    }
+    let header = {
+        let head: Vec<&str> = head.iter().map(String::as_str).collect();
+        parser.header(&head)
+    };
     let Some((version, fields)) = header else {
         return Err(parser.into_error());
     };
@@ -307,18 +360,15 @@ pub fn parse_rows(
     // Keyed by numeric value (int32 and int64 ids both fit an i64), so spellings of one
     // number collide and no id is copied into a String.
     let mut seen_ids: HashMap<i64, usize> = HashMap::new();
-    let mut values: Vec<&str> = Vec::with_capacity(fields.len());
-    for (offset, line) in lines[first_row.min(lines.len())..].iter().enumerate() {
-        let line_no = first_row + offset + 1;
-        values.clear();
-        values.extend(line.split('|'));
+    let mut row = |line_no: usize, line: &str| {
+        let values: Vec<&str> = line.split('|').collect();
         if values.len() != fields.len() {
             parser.problem(
                 Some(line_no),
                 None,
                 format!("expected {} fields, found {}", fields.len(), values.len()),
             );
-            continue;
+            return;
         }
         let mut ok = true;
         // (field index, canonical form) of integer values written otherwise; stays empty,
@@ -378,6 +428,25 @@ pub fn parse_rows(
                 each(ListPart::Row(&row));
             }
         }
+    };
+    // Blank lines are rows like any other, unless nothing but blank lines follows them.
+    let mut blank: Vec<String> = Vec::new();
+    let mut line_no = first_row;
+    while let Some(line) = next_line(&mut lines) {
+        line_no += 1;
+        if line.trim().is_empty() {
+            blank.push(line);
+            continue;
+        }
+        let first_blank = line_no - blank.len();
+        for (k, b) in blank.drain(..).enumerate() {
+            row(first_blank + k, &b);
+        }
+        row(line_no, &line);
+    }
+    drop(row);
+    if let Some(e) = read_error {
+        parser.problem(None, None, format!("cannot read it: {e}"));
     }
     if !parser.problems.is_empty() {
         return Err(parser.into_error());
@@ -387,6 +456,61 @@ pub fn parse_rows(
         fields,
         particles,
     })
+}
+
+/// The most field declarations read before checking them (a hostile count must not make
+/// the header unbounded).
+const MAX_DECLARED: usize = 100_000;
+
+/// A `.lst`'s lines one at a time, without the line break (`\n` or `\r\n`).
+struct Lines<R> {
+    reader: R,
+    latin1: bool,
+    buffer: Vec<u8>,
+}
+
+impl<R: std::io::BufRead> Lines<R> {
+    fn next(&mut self) -> std::io::Result<Option<String>> {
+        self.buffer.clear();
+        if self.reader.read_until(b'\n', &mut self.buffer)? == 0 {
+            return Ok(None);
+        }
+        if self.buffer.last() == Some(&b'\n') {
+            self.buffer.pop();
+        }
+        if self.buffer.last() == Some(&b'\r') {
+            self.buffer.pop();
+        }
+        Ok(Some(if self.latin1 {
+            self.buffer.iter().map(|&b| b as char).collect()
+        } else {
+            String::from_utf8_lossy(&self.buffer).into_owned()
+        }))
+    }
+}
+
+/// Whether everything `source` holds is UTF-8, read a block at a time.
+fn is_utf8(source: &mut impl std::io::Read) -> std::io::Result<bool> {
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut carried = 0;
+    loop {
+        let read = source.read(&mut buffer[carried..])?;
+        if read == 0 {
+            // A sequence cut off by the end of the file is not UTF-8.
+            return Ok(carried == 0);
+        }
+        let filled = carried + read;
+        match std::str::from_utf8(&buffer[..filled]) {
+            Ok(_) => carried = 0,
+            // A sequence cut by the block's end: carried over to the next block.
+            Err(e) if e.error_len().is_none() => {
+                let valid = e.valid_up_to();
+                buffer.copy_within(valid..filled, 0);
+                carried = filled - valid;
+            }
+            Err(_) => return Ok(false),
+        }
+    }
 }
 
 struct Parser<'a> {

@@ -390,12 +390,8 @@ impl<'a> Pages<'a> {
     /// its index among all rows.
     fn page_rows(&self, page: &PageRows) -> anyhow::Result<Vec<(usize, csv::StringRecord)>> {
         let path = self.task.session.metadata_csv();
-        let changed = || {
-            anyhow::anyhow!(
-                "{} changed while the task ran; run again",
-                path.display()
-            )
-        };
+        let changed =
+            || anyhow::anyhow!("{} changed while the task ran; run again", path.display());
         let mut reader =
             csv::Reader::from_path(&path).with_context(|| path.display().to_string())?;
         let mut rows = Vec::with_capacity(page.count);

@@ -90,12 +90,23 @@ impl Plan for WriteCsv<'_> {
         let lst = self.task.lst()?;
         // A FIFO or a link out of the session folder is refused; what is checked is the
         // file then read, so nothing can be swapped in between.
-        let mut file = crate::flowcam::input::open_regular(&lst, &session.input)?;
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut file, &mut bytes)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", lst.display()))?;
-        let (header, csv) = lst::to_csv(&lst, &bytes)?;
-        out.write(session.metadata_csv(), &csv)?;
+        let file = crate::flowcam::input::open_regular(&lst, &session.input)?;
+        // Straight from the list to the table on disk, a line at a time.
+        let mut read = None;
+        let streamed = out.stream(session.metadata_csv(), |w| {
+            let result = lst::write_csv(&lst, file, w);
+            let failed = result.is_err();
+            read = Some(result);
+            match failed {
+                true => Err(std::io::Error::other("the list could not be read")),
+                false => Ok(()),
+            }
+        });
+        let header = match read {
+            Some(result) => result?,
+            None => return Err(streamed.expect_err("nothing read").into()),
+        };
+        streamed?;
         let schema = Schema {
             source: lst,
             lst_version: header.version,
