@@ -444,7 +444,6 @@ pub fn parse_rows(
         }
         row(line_no, &line);
     }
-    drop(row);
     if let Some(e) = read_error {
         parser.problem(None, None, format!("cannot read it: {e}"));
     }
