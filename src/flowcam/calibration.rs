@@ -78,13 +78,14 @@ fn usable(value: Option<f64>) -> Option<f64> {
 
 /// The pixel size of a session from its particles (`ids` names them in warnings), its
 /// `.ctx` CalibrationConstant and its run summary's Calibration Factor.
-pub fn establish(
-    particles: impl IntoIterator<Item = (String, Witness)>,
+pub fn establish<Id: AsRef<str>>(
+    particles: impl IntoIterator<Item = (Id, Witness)>,
     ctx: Option<f64>,
     run_summary: Option<f64>,
 ) -> Finding {
     let mut finding = Finding::default();
-    let mut ratios: Vec<(String, f64, Option<f64>)> = Vec::new();
+    // Ids are borrowed, not copied: a million particles' would take tens of MB.
+    let mut ratios: Vec<(Id, f64, Option<f64>)> = Vec::new();
     let mut cal_consts: Vec<f64> = Vec::new();
     for (id, w) in particles {
         if let Some(c) = w.cal_const.filter(|c| c.is_finite() && *c > 0.0) {
@@ -104,7 +105,7 @@ pub fn establish(
         let mut sorted: Vec<f64> = ratios.iter().map(|r| r.1).collect();
         sorted.sort_by(f64::total_cmp);
         let median = sorted[sorted.len() / 2];
-        let disagreeing: Vec<&(String, f64, Option<f64>)> = ratios
+        let disagreeing: Vec<&(Id, f64, Option<f64>)> = ratios
             .iter()
             .filter(|(_, r, c)| !agrees(*r, median) || c.is_some_and(|c| !agrees(c, median)))
             .collect();
@@ -116,7 +117,7 @@ pub fn establish(
                 disagreeing.len(),
                 ratios.len(),
                 round4(median),
-                first.0,
+                first.0.as_ref(),
                 first.1,
                 first
                     .2
@@ -217,7 +218,7 @@ mod tests {
     #[test]
     fn an_implausible_pixel_size_is_none_with_a_warning() {
         for bad in [1e305, 1e-9, 20_000.0] {
-            let finding = establish(std::iter::empty(), Some(bad), None);
+            let finding = establish(std::iter::empty::<(&str, Witness)>(), Some(bad), None);
             assert_eq!(finding.pixel_size, None, "{bad}");
             assert!(finding.warnings[0].contains("not plausible"), "{bad}");
         }
@@ -275,9 +276,9 @@ mod tests {
 
     #[test]
     fn without_measurements_the_side_files_are_used_unless_placeholders() {
-        let none = std::iter::empty();
+        let none = std::iter::empty::<(&str, Witness)>();
         assert_eq!(establish(none, Some(1.0), None).pixel_size, None);
-        let size = establish(std::iter::empty(), Some(1.0), Some(0.58))
+        let size = establish(std::iter::empty::<(&str, Witness)>(), Some(1.0), Some(0.58))
             .pixel_size
             .unwrap();
         assert_eq!(

@@ -662,7 +662,9 @@ impl SessionRecord {
         let ctx_cal = ctx.number("Fluid", "CalibrationConstant", &mut w);
         let summary_cal = summary.number("Environment", "Calibration Factor", &mut w);
         let finding = calibration::establish(
-            ids.iter().cloned().zip(witnesses.iter().copied()),
+            ids.iter()
+                .map(String::as_str)
+                .zip(witnesses.iter().copied()),
             ctx_cal,
             summary_cal,
         );
