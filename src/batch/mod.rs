@@ -51,6 +51,21 @@ pub struct Claim {
     pub state: JobState,
 }
 
+impl Claim {
+    /// `in submission ID (task N, job J)`, as `submit` and `status` say it.
+    pub fn describe(&self) -> String {
+        format!(
+            "in submission {} (task {}{})",
+            self.submission,
+            self.task,
+            self.job
+                .as_deref()
+                .map(|j| format!(", job {j}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 /// The job id of array task `task` in `round`.
 fn task_job(round: &Round, task: usize) -> Option<String> {
     (round.array != "local").then(|| format!("{}_{task}", round.array))
@@ -261,17 +276,7 @@ fn needs_work(
     claimed: &HashMap<PathBuf, Claim>,
 ) -> Result<(), String> {
     if let Some(claim) = claimed.get(folder) {
-        return Err(format!(
-            "{} in submission {} (task {}{})",
-            claim.state.as_str(),
-            claim.submission,
-            claim.task,
-            claim
-                .job
-                .as_deref()
-                .map(|j| format!(", job {j}"))
-                .unwrap_or_default()
-        ));
+        return Err(format!("{} {}", claim.state.as_str(), claim.describe()));
     }
     // A folder that is no session fails in its task, where the error is recorded.
     let Ok(session) = Session::new(folder, &options.output_root, None) else {
@@ -415,7 +420,8 @@ pub fn run_task(
     Ok(report)
 }
 
-fn hostname() -> String {
+/// This machine's name, for the tasks' reports and logs.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
@@ -661,16 +667,7 @@ pub fn mark_claimed(statuses: &mut [crate::status::SessionStatus], output_root: 
                 JobState::Running => crate::status::SessionState::Running,
                 _ => crate::status::SessionState::Queued,
             };
-            status.reason = Some(format!(
-                "in submission {} (task {}{})",
-                claim.submission,
-                claim.task,
-                claim
-                    .job
-                    .as_deref()
-                    .map(|j| format!(", job {j}"))
-                    .unwrap_or_default()
-            ));
+            status.reason = Some(claim.describe());
         }
     }
 }

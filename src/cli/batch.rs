@@ -419,9 +419,7 @@ pub fn batch_task(args: &BatchTaskArgs) -> u8 {
     println!(
         "=== task {task} of submission {} on {} at {}",
         submission.id(),
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .unwrap_or_default()
-            .trim(),
+        batch::hostname(),
         chrono::Utc::now().to_rfc3339()
     );
     let mut options = super::pass_options(&run, false);
