@@ -37,7 +37,31 @@ impl Staging {
     ///
     /// [`commit`]: Staging::commit
     pub fn write(&mut self, target: impl Into<PathBuf>, bytes: &[u8]) -> io::Result<()> {
-        let target = target.into();
+        self.stage(target.into(), |file| file.write_all(bytes))
+    }
+
+    /// Writes `target` through a writer (to its temporary; visible only after [`commit`]),
+    /// for a file too large to hold in memory first, such as a table of a million rows.
+    ///
+    /// [`commit`]: Staging::commit
+    pub fn stream(
+        &mut self,
+        target: impl Into<PathBuf>,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.stage(target.into(), |file| {
+            let mut writer = io::BufWriter::with_capacity(1 << 16, file);
+            write(&mut writer)?;
+            writer.flush()
+        })
+    }
+
+    /// Creates `target`'s temporary, lets `write` fill it, and stages it.
+    fn stage(
+        &mut self,
+        target: PathBuf,
+        write: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> io::Result<()> {
         let temp = temp_path(&target);
         if let Some(parent) = target.parent()
             && !self.folders.contains(parent)
@@ -55,7 +79,7 @@ impl Staging {
             other => other,
         };
         let mut file = result.map_err(|e| with_path(e, &temp))?;
-        let written = file.write_all(bytes).and_then(|()| {
+        let written = write(&mut file).and_then(|()| {
             if self.staged.len() < FSYNC_EACH_LIMIT {
                 // Small batches sync as they go; large ones sync once in `commit`.
                 file.sync_all()
@@ -68,36 +92,6 @@ impl Staging {
             return Err(with_path(e, &temp));
         }
         // Writing a target again replaces its temporary; it is still committed once.
-        if self.targets.insert(target.clone()) {
-            self.staged.push((temp, target));
-        }
-        Ok(())
-    }
-
-    /// Writes `target` through a writer (to its temporary; visible only after [`commit`]),
-    /// for a file too large to hold in memory first, such as a table of a million rows.
-    ///
-    /// [`commit`]: Staging::commit
-    pub fn stream(
-        &mut self,
-        target: impl Into<PathBuf>,
-        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-    ) -> io::Result<()> {
-        let target = target.into();
-        let temp = temp_path(&target);
-        if let Some(parent) = target.parent() {
-            check_not_a_link(parent)?;
-            fs::create_dir_all(parent)?;
-        }
-        let file = create_temp(&temp).map_err(|e| with_path(e, &temp))?;
-        let mut writer = io::BufWriter::with_capacity(1 << 16, file);
-        let written = write(&mut writer)
-            .and_then(|()| writer.into_inner().map_err(|e| e.into_error()))
-            .and_then(|file| file.sync_all());
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(with_path(e, &temp));
-        }
         if self.targets.insert(target.clone()) {
             self.staged.push((temp, target));
         }
