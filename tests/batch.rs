@@ -237,20 +237,7 @@ fn an_array_runs_a_root_and_resubmit_redoes_only_the_broken_session() {
     }
     let nothing = ok(flowcam(dir, &["resubmit", &id, "-o", "out"]));
     assert!(nothing.contains("nothing to resubmit"), "{nothing}");
-    let status = ok(flowcam(
-        dir,
-        &[
-            "status",
-            "-d",
-            "root",
-            "-o",
-            "out",
-            "--settle-seconds",
-            "0",
-            "--json",
-        ],
-    ));
-    let status: Value = serde_json::from_str(&status).unwrap();
+    let status = common::status_json(&dir.join("root"), &dir.join("out"));
     for session in status.as_array().unwrap() {
         assert_eq!(session["state"], "complete", "{session}");
     }
@@ -283,20 +270,7 @@ fn a_queued_submission_shows_in_status_and_cancel_stops_it() {
         ],
     ));
     let id = submission_id(&submitted);
-    let status = ok(flowcam(
-        dir,
-        &[
-            "status",
-            "-d",
-            "root",
-            "-o",
-            "out",
-            "--settle-seconds",
-            "0",
-            "--json",
-        ],
-    ));
-    let status: Value = serde_json::from_str(&status).unwrap();
+    let status = common::status_json(&dir.join("root"), &dir.join("out"));
     for session in status.as_array().unwrap() {
         assert_eq!(session["state"], "queued", "{session}");
         assert!(session["reason"].as_str().unwrap().contains(&id));
@@ -320,20 +294,7 @@ fn a_queued_submission_shows_in_status_and_cancel_stops_it() {
     for task in view["tasks"].as_array().unwrap() {
         assert_eq!(task["state"], "cancelled", "{view:#}");
     }
-    let status = ok(flowcam(
-        dir,
-        &[
-            "status",
-            "-d",
-            "root",
-            "-o",
-            "out",
-            "--settle-seconds",
-            "0",
-            "--json",
-        ],
-    ));
-    let status: Value = serde_json::from_str(&status).unwrap();
+    let status = common::status_json(&dir.join("root"), &dir.join("out"));
     for session in status.as_array().unwrap() {
         assert_eq!(session["state"], "not_started", "{session}");
     }

@@ -39,17 +39,7 @@ fn json(path: &Path) -> serde_json::Value {
 
 /// `status --json` of one session.
 fn status(input: &Path, out: &Path) -> serde_json::Value {
-    let output = run_bin(&[
-        "status",
-        "--json",
-        "-d",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    let all: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    all[0].clone()
+    common::status_json(input, out)[0].clone()
 }
 
 /// Every `.NAME.partial` under `dir`, at any depth.

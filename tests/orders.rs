@@ -630,17 +630,7 @@ fn a_killed_service_loses_no_order_and_runs_none_twice() {
     ] {
         assert_eq!(runs(&out, session), 1, "{session} ran once");
     }
-    let status = run_bin(&[
-        "status",
-        "--json",
-        "-d",
-        root.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--settle-seconds",
-        "0",
-    ]);
-    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = common::status_json(&root, &out);
     for session in status.as_array().unwrap() {
         assert_eq!(session["state"], "complete", "{session}");
     }

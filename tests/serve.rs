@@ -58,17 +58,7 @@ fn the_dashboard_and_the_api_tell_every_session_and_what_became_of_it() {
 
     // The API says what `status --json` says, in the same shapes.
     let api = server.json("/api/sessions");
-    let status = run_bin(&[
-        "status",
-        "--json",
-        "-d",
-        root.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--settle-seconds",
-        "0",
-    ]);
-    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = common::status_json(&root, &out);
     assert_eq!(api, status);
     let states: Vec<(&str, &str)> = api
         .as_array()

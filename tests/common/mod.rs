@@ -128,6 +128,22 @@ pub fn run_bin(args: &[&str]) -> std::process::Output {
     bin().args(args).output().unwrap()
 }
 
+/// `status --json` of a root (or one session) and its outputs, with no settle time.
+pub fn status_json(directory: &Path, out: &Path) -> serde_json::Value {
+    let output = run_bin(&[
+        "status",
+        "--json",
+        "-d",
+        directory.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--settle-seconds",
+        "0",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// One task of a run report (JSON), by task name.
 pub fn task<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     report["tasks"]
