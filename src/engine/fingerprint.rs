@@ -46,9 +46,14 @@ impl Digest {
     }
 
     pub fn bytes(mut self, part: &[u8]) -> Self {
+        self.update(part);
+        self
+    }
+
+    /// Mixes in one part in place (for a digest kept in a collection).
+    pub fn update(&mut self, part: &[u8]) {
         self.0.update(&(part.len() as u64).to_le_bytes());
         self.0.update(part);
-        self
     }
 
     pub fn str(self, part: &str) -> Self {

@@ -83,13 +83,42 @@ pub fn establish<Id: AsRef<str>>(
     ctx: Option<f64>,
     run_summary: Option<f64>,
 ) -> Finding {
-    let mut finding = Finding::default();
-    // Ids are borrowed, not copied: a million particles' would take tens of MB.
-    let mut ratios: Vec<(Id, f64, Option<f64>)> = Vec::new();
-    let mut cal_consts: Vec<f64> = Vec::new();
-    for (id, w) in particles {
+    let mut survey = Survey::default();
+    let mut ids = Vec::new();
+    for (row, (id, w)) in particles.into_iter().enumerate() {
+        survey.add(row, w);
+        ids.push(id);
+    }
+    survey.establish(|row| ids[row].as_ref().to_string(), ctx, run_summary)
+}
+
+/// What the pixel size needs of the particles, gathered row by row: each usable ratio
+/// with its `cal_const` and row (24 bytes a particle), and whether the `cal_const`s agree.
+/// A million particles' ids would take tens of MB more: the one a warning cites is asked
+/// for by its row.
+#[derive(Debug, Default)]
+pub struct Survey {
+    ratios: Vec<Ratio>,
+    /// The first usable `cal_const`, and whether every later one agrees with it.
+    cal_const: Option<(f64, bool)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ratio {
+    row: usize,
+    ratio: f64,
+    /// NaN for none.
+    cal_const: f64,
+}
+
+impl Survey {
+    /// Adds the particle of row `row` (rows counted from 0).
+    pub fn add(&mut self, row: usize, w: Witness) {
         if let Some(c) = w.cal_const.filter(|c| c.is_finite() && *c > 0.0) {
-            cal_consts.push(c);
+            match &mut self.cal_const {
+                None => self.cal_const = Some((c, true)),
+                Some((first, all)) => *all &= agrees(c, *first),
+            }
         }
         if let (Some(p), Some(raw)) = (w.perimeter, w.raw_perimeter)
             && p.is_finite()
@@ -97,57 +126,79 @@ pub fn establish<Id: AsRef<str>>(
             && raw > 0.0
             && p > 0.0
         {
-            ratios.push((id, p / raw, w.cal_const));
-        }
-    }
-    if !ratios.is_empty() {
-        // The value most particles agree on: the median ratio.
-        let mut sorted: Vec<f64> = ratios.iter().map(|r| r.1).collect();
-        sorted.sort_by(f64::total_cmp);
-        let median = sorted[sorted.len() / 2];
-        let disagreeing: Vec<&(Id, f64, Option<f64>)> = ratios
-            .iter()
-            .filter(|(_, r, c)| !agrees(*r, median) || c.is_some_and(|c| !agrees(c, median)))
-            .collect();
-        let agreeing = ratios.len() - disagreeing.len();
-        if let Some(first) = disagreeing.first() {
-            finding.warnings.push(format!(
-                "{} of {} particles do not have perimeter / raw_perimeter = cal_const = {} \
-                 (the first: particle {}, ratio {:.4}{})",
-                disagreeing.len(),
-                ratios.len(),
-                round4(median),
-                first.0.as_ref(),
-                first.1,
-                first
-                    .2
-                    .map(|c| format!(", cal_const {c}"))
-                    .unwrap_or_default()
-            ));
-        }
-        // Proven only when (nearly) every particle agrees; a split session is reported,
-        // and its pixel size left to the instrument's own record.
-        if agreeing * 100 >= ratios.len() * 99 {
-            finding.pixel_size = Some(PixelSize {
-                um_per_pixel: round4(median),
-                source: PixelSizeSource::ParticleMeasurements,
-                particles_checked: ratios.len(),
-                particles_agreeing: agreeing,
+            self.ratios.push(Ratio {
+                row,
+                ratio: p / raw,
+                cal_const: w.cal_const.unwrap_or(f64::NAN),
             });
         }
     }
-    if finding.pixel_size.is_none()
-        && let Some(&first) = cal_consts.first()
-        && cal_consts.iter().all(|c| agrees(*c, first))
-        && !agrees(first, 1.0)
-    {
-        finding.pixel_size = Some(PixelSize {
-            um_per_pixel: round4(first),
-            source: PixelSizeSource::ParticleCalConst,
-            particles_checked: 0,
-            particles_agreeing: 0,
-        });
+
+    /// The finding; `id_of(row)` names the particle of a row in a warning.
+    pub fn establish(
+        &self,
+        id_of: impl FnOnce(usize) -> String,
+        ctx: Option<f64>,
+        run_summary: Option<f64>,
+    ) -> Finding {
+        let mut finding = Finding::default();
+        let ratios = &self.ratios;
+        if !ratios.is_empty() {
+            // The value most particles agree on: the median ratio.
+            let mut sorted: Vec<f64> = ratios.iter().map(|r| r.ratio).collect();
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            drop(sorted);
+            let disagrees = |r: &Ratio| {
+                !agrees(r.ratio, median) || (!r.cal_const.is_nan() && !agrees(r.cal_const, median))
+            };
+            let disagreeing = ratios.iter().filter(|r| disagrees(r)).count();
+            let agreeing = ratios.len() - disagreeing;
+            if let Some(first) = ratios.iter().find(|r| disagrees(r)) {
+                finding.warnings.push(format!(
+                    "{} of {} particles do not have perimeter / raw_perimeter = cal_const = {} \
+                     (the first: particle {}, ratio {:.4}{})",
+                    disagreeing,
+                    ratios.len(),
+                    round4(median),
+                    id_of(first.row),
+                    first.ratio,
+                    if first.cal_const.is_nan() {
+                        String::new()
+                    } else {
+                        format!(", cal_const {}", first.cal_const)
+                    }
+                ));
+            }
+            // Proven only when (nearly) every particle agrees; a split session is
+            // reported, and its pixel size left to the instrument's own record.
+            if agreeing * 100 >= ratios.len() * 99 {
+                finding.pixel_size = Some(PixelSize {
+                    um_per_pixel: round4(median),
+                    source: PixelSizeSource::ParticleMeasurements,
+                    particles_checked: ratios.len(),
+                    particles_agreeing: agreeing,
+                });
+            }
+        }
+        if finding.pixel_size.is_none()
+            && let Some((first, true)) = self.cal_const
+            && !agrees(first, 1.0)
+        {
+            finding.pixel_size = Some(PixelSize {
+                um_per_pixel: round4(first),
+                source: PixelSizeSource::ParticleCalConst,
+                particles_checked: 0,
+                particles_agreeing: 0,
+            });
+        }
+        finish(finding, ctx, run_summary)
     }
+}
+
+/// The side files' part: a fallback when the particles prove nothing, a plausibility
+/// check, and warnings where they disagree.
+fn finish(mut finding: Finding, ctx: Option<f64>, run_summary: Option<f64>) -> Finding {
     if finding.pixel_size.is_none() {
         let (value, source) = match (usable(ctx), usable(run_summary)) {
             (Some(v), _) => (Some(v), PixelSizeSource::Ctx),

@@ -13,6 +13,7 @@ use crate::flowcam::vignette;
 use crate::tasks::Session;
 use crate::tasks::extract_metadata::{SessionRecord, SessionTags};
 use crate::tasks::manifest::{Manifest, ManifestRow};
+use crate::tasks::page_rows::{PageIndex, PageRows};
 use crate::tasks::read_metadata::Schema;
 use crate::tasks::registry::TaskEntry;
 use anyhow::{Context, bail};
@@ -191,24 +192,6 @@ struct Pages<'a> {
     own_fields: (bool, bool),
 }
 
-/// Where one page's rows are in `metadata.csv`: runs of consecutive rows (one, when the
-/// `.lst` lists a page's particles together, as the instrument does).
-struct PageRows {
-    collage: String,
-    runs: Vec<Run>,
-    count: usize,
-    /// The digest of its rows (and what the session and `session.json` add to them).
-    fingerprint: String,
-}
-
-struct Run {
-    /// Where the run's first row starts.
-    position: csv::Position,
-    /// Its index among all rows.
-    first: usize,
-    count: usize,
-}
-
 /// A vignette size not known from this run.
 const NOT_WRITTEN: u64 = u64::MAX;
 
@@ -316,10 +299,7 @@ impl<'a> Pages<'a> {
         };
         let facts = Facts::read(session, task.options.blanks)?;
         // One pass: each page's runs of rows and its digest, as the rows go by.
-        let session_digest = facts.session_digest();
-        let mut pages: Vec<PageRows> = Vec::new();
-        let mut digests: Vec<Digest> = Vec::new();
-        let mut page_of: HashMap<String, usize> = HashMap::new();
+        let mut index = PageIndex::new(Digest::new().str(&facts.session_digest()));
         let mut record = csv::StringRecord::new();
         let (mut rows, mut blank_rows) = (0, 0);
         loop {
@@ -330,46 +310,18 @@ impl<'a> Pages<'a> {
             {
                 break;
             }
-            let collage = &record[columns.collage];
-            let p = match page_of.get(collage) {
-                Some(&p) => p,
-                None => {
-                    page_of.insert(collage.to_string(), pages.len());
-                    pages.push(PageRows {
-                        collage: collage.to_string(),
-                        runs: Vec::new(),
-                        count: 0,
-                        fingerprint: String::new(),
-                    });
-                    digests.push(Digest::new().str(&session_digest));
-                    pages.len() - 1
-                }
-            };
-            let page = &mut pages[p];
-            match page.runs.last_mut() {
-                Some(run) if run.first + run.count == rows => run.count += 1,
-                _ => page.runs.push(Run {
-                    position,
-                    first: rows,
-                    count: 1,
-                }),
-            }
-            page.count += 1;
-            let mut digest = std::mem::take(&mut digests[p]);
+            let digest = index.add(&record[columns.collage], &position, rows);
             for value in &record {
-                digest = digest.str(value);
+                digest.update(value.as_bytes());
             }
             let id = &record[columns.id];
             let blank = facts.is_blank(id);
-            digests[p] = digest
-                .str(facts.class(id).unwrap_or_default())
-                .str(if blank { "blank" } else { "" });
+            digest.update(facts.class(id).unwrap_or_default().as_bytes());
+            digest.update(if blank { b"blank" } else { b"" });
             blank_rows += usize::from(blank);
             rows += 1;
         }
-        for (page, digest) in pages.iter_mut().zip(digests) {
-            page.fingerprint = digest.hex();
-        }
+        let pages = index.into_pages();
         Ok(Pages {
             task,
             pages,
@@ -389,28 +341,7 @@ impl<'a> Pages<'a> {
     /// The rows of `page`, read from `metadata.csv` where the plan found them, each with
     /// its index among all rows.
     fn page_rows(&self, page: &PageRows) -> anyhow::Result<Vec<(usize, csv::StringRecord)>> {
-        let path = self.task.session.metadata_csv();
-        let changed =
-            || anyhow::anyhow!("{} changed while the task ran; run again", path.display());
-        let mut reader =
-            csv::Reader::from_path(&path).with_context(|| path.display().to_string())?;
-        let mut rows = Vec::with_capacity(page.count);
-        for run in &page.runs {
-            reader
-                .seek(run.position.clone())
-                .with_context(|| path.display().to_string())?;
-            for k in 0..run.count {
-                let mut record = csv::StringRecord::new();
-                let read = reader
-                    .read_record(&mut record)
-                    .with_context(|| path.display().to_string())?;
-                if !read || record.get(self.columns.collage) != Some(page.collage.as_str()) {
-                    return Err(changed());
-                }
-                rows.push((run.first + k, record));
-            }
-        }
-        Ok(rows)
+        page.read(&self.task.session.metadata_csv(), self.columns.collage)
     }
 
     /// The manifest's line for one row of `page`, `written` its vignette's size if this

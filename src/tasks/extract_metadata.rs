@@ -14,6 +14,7 @@ use crate::flowcam::calibration::{self, PixelSize, Witness};
 use crate::flowcam::side_files::{self, ClassFile, KeyValues, Warning};
 use crate::flowcam::vignette::{self, VignetteTags};
 use crate::tasks::Session;
+use crate::tasks::page_rows::{PageIndex, PageRows};
 use crate::tasks::registry::TaskEntry;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -168,7 +169,7 @@ impl Task for ExtractMetadata {
     fn prepare(&self) -> anyhow::Result<Box<dyn Plan + '_>> {
         Ok(Box::new(Extract {
             task: self,
-            particles: read_particles(&self.session.metadata_csv())?,
+            particles: Particles::read(&self.session.metadata_csv())?,
         }))
     }
 }
@@ -201,33 +202,29 @@ impl Plan for Extract<'_> {
         self.particles
             .pages
             .iter()
-            .map(|(collage, placements)| {
-                let mut digest = Digest::new()
-                    .str(SIFT_VERSION)
-                    .str(&blank::BLANK_MAX_SPREAD.to_string());
-                for p in placements {
-                    digest = digest.str(&format!("{} {} {} {} {}", p.id, p.x, p.y, p.w, p.h));
-                }
-                Item {
-                    key: collage.clone(),
-                    inputs: vec![self.task.session.input.join(collage)],
-                    fingerprint: digest.hex(),
-                }
+            .map(|page| Item {
+                key: page.collage.clone(),
+                inputs: vec![self.task.session.input.join(&page.collage)],
+                fingerprint: page.fingerprint.clone(),
             })
             .collect()
     }
 
     fn run_item(&self, index: usize, out: &mut Staging) -> anyhow::Result<()> {
-        let (collage, placements) = &self.particles.pages[index];
-        let sift = blank::sift_page(&self.task.session.input, collage, placements);
-        out.write(self.page_findings(collage), &serde_json::to_vec(&sift)?)?;
+        let page = &self.particles.pages[index];
+        let placements = self.particles.placements(page)?;
+        let sift = blank::sift_page(&self.task.session.input, &page.collage, &placements);
+        out.write(
+            self.page_findings(&page.collage),
+            &serde_json::to_vec(&sift)?,
+        )?;
         Ok(())
     }
 
     fn finish(&self, out: &mut Staging) -> anyhow::Result<()> {
         let mut sift = Sift::default();
-        for (collage, _) in &self.particles.pages {
-            let path = self.page_findings(collage);
+        for page in &self.particles.pages {
+            let (collage, path) = (&page.collage, self.page_findings(&page.collage));
             let page: Sift = std::fs::read(&path)
                 .map_err(anyhow::Error::from)
                 .and_then(|bytes| Ok(serde_json::from_slice(&bytes)?))
@@ -607,8 +604,7 @@ impl SessionRecord {
             None => None,
         };
         warnings.append(&mut unread);
-        let (ids, witnesses) = (&particles.ids, &particles.witnesses);
-        if particles.pages.is_empty() && !ids.is_empty() {
+        if particles.pages.is_empty() && particles.count > 0 {
             warnings.push(Warning::new(
                 &session.metadata_csv(),
                 0,
@@ -661,10 +657,12 @@ impl SessionRecord {
 
         let ctx_cal = ctx.number("Fluid", "CalibrationConstant", &mut w);
         let summary_cal = summary.number("Environment", "Calibration Factor", &mut w);
-        let finding = calibration::establish(
-            ids.iter()
-                .map(String::as_str)
-                .zip(witnesses.iter().copied()),
+        let finding = particles.survey.establish(
+            |row| {
+                particles
+                    .id_at(row)
+                    .unwrap_or_else(|e| format!("in row {} ({e:#})", row + 1))
+            },
             ctx_cal,
             summary_cal,
         );
@@ -720,7 +718,7 @@ impl SessionRecord {
             frame_rate_fps: summary.number("Images", "Frame Rate", &mut w),
             auto_image_rate: ctx.number("CameraBehavior", "AutoImageRate", &mut w),
             particle_count: summary.number("Run", "Particle Count", &mut w),
-            particles_listed: ids.len(),
+            particles_listed: particles.count,
             fluid_volume_imaged_ml: volume,
             fluid_volume_source: volume_source,
             min_esd_um: ctx.number("CaptureParameters", "MinESD", &mut w),
@@ -729,10 +727,18 @@ impl SessionRecord {
         warnings.extend(w);
 
         let sample = sample_facts(session, options, &ctx)?;
-        let classes = cla
-            .as_ref()
-            .map(|cla| check_class_lists(cla, ids, sift))
-            .unwrap_or_default();
+        let classes = match &cla {
+            Some(cla) => {
+                let named = cla
+                    .lists
+                    .iter()
+                    .flat_map(|l| l.classes.iter())
+                    .flat_map(|c| c.ids.iter().copied())
+                    .collect();
+                check_class_lists(cla, &particles.present(&named)?, sift)
+            }
+            None => Vec::new(),
+        };
         let blanks = blanks_of(sift, &classes);
         let mut raw = BTreeMap::new();
         if sources.contains_key("ctx") {
@@ -783,77 +789,152 @@ fn hms_seconds(text: &str) -> Option<i64> {
     }
 }
 
-/// The particles' ids and calibration witnesses, from `metadata.csv`.
-/// What ExtractMetadata needs of `metadata.csv`.
+/// What ExtractMetadata needs of `metadata.csv`, from one pass over it: the calibration
+/// survey and where each page's rows are, never the rows themselves (a million particles'
+/// would take hundreds of MB).
 struct Particles {
-    ids: Vec<String>,
-    witnesses: Vec<Witness>,
-    /// Each collage page and its particles' rectangles, in order of first appearance
-    /// (empty when the list has no placement columns).
-    pages: Vec<(String, Vec<Placement>)>,
+    path: PathBuf,
+    id: usize,
+    /// `collage_file`, then `image_x`, `image_y`, `image_w`, `image_h` (none when the list
+    /// has no placement columns).
+    place: Option<(usize, [usize; 4])>,
+    count: usize,
+    survey: calibration::Survey,
+    /// Each collage page's rows that have a place on it, in order of first appearance.
+    pages: Vec<PageRows>,
 }
 
-fn read_particles(path: &Path) -> anyhow::Result<Particles> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| path.display().to_string())?;
-    let header = reader.headers()?.clone();
-    let column = |name: &str| header.iter().position(|h| h == name);
-    let Some(id) = column("id") else {
-        bail!("{}: no id column", path.display());
-    };
-    let (perimeter, raw, cal) = (
-        column("perimeter"),
-        column("raw_perimeter"),
-        column("cal_const"),
-    );
-    let place = match (
-        column("collage_file"),
-        column("image_x"),
-        column("image_y"),
-        column("image_w"),
-        column("image_h"),
-    ) {
-        (Some(c), Some(x), Some(y), Some(w), Some(h)) => Some((c, [x, y, w, h])),
-        _ => None,
-    };
-    let mut particles = Particles {
-        ids: Vec::new(),
-        witnesses: Vec::new(),
-        pages: Vec::new(),
-    };
-    let mut pages = crate::flowcam::ByPage::default();
-    for record in reader.records() {
-        let record = record.with_context(|| path.display().to_string())?;
-        let number = |c: Option<usize>| c.and_then(|c| record[c].parse::<f64>().ok());
-        particles.ids.push(record[id].to_string());
-        particles.witnesses.push(Witness {
-            perimeter: number(perimeter),
-            raw_perimeter: number(raw),
-            cal_const: number(cal),
-        });
-        let Some((collage, rect)) = place else {
-            continue;
+impl Particles {
+    fn read(path: &Path) -> anyhow::Result<Particles> {
+        let mut reader =
+            csv::Reader::from_path(path).with_context(|| path.display().to_string())?;
+        let header = reader.headers()?.clone();
+        let column = |name: &str| header.iter().position(|h| h == name);
+        let Some(id) = column("id") else {
+            bail!("{}: no id column", path.display());
         };
-        let int = |c: usize| record[c].parse::<u32>().ok();
-        // A particle without a numeric id or rectangle is left unmeasured: DecollageImages
-        // reports it when it cuts the page.
-        let (Ok(pid), [Some(x), Some(y), Some(w), Some(h)]) =
-            (record[id].parse::<u64>(), rect.map(int))
-        else {
-            continue;
-        };
-        pages.push(
-            &record[collage],
-            Placement {
-                id: pid,
-                x,
-                y,
-                w,
-                h,
-            },
+        let (perimeter, raw, cal) = (
+            column("perimeter"),
+            column("raw_perimeter"),
+            column("cal_const"),
         );
+        let place = match (
+            column("collage_file"),
+            column("image_x"),
+            column("image_y"),
+            column("image_w"),
+            column("image_h"),
+        ) {
+            (Some(c), Some(x), Some(y), Some(w), Some(h)) => Some((c, [x, y, w, h])),
+            _ => None,
+        };
+        let mut particles = Particles {
+            path: path.to_path_buf(),
+            id,
+            place,
+            count: 0,
+            survey: calibration::Survey::default(),
+            pages: Vec::new(),
+        };
+        let mut index = PageIndex::new(
+            Digest::new()
+                .str(SIFT_VERSION)
+                .str(&blank::BLANK_MAX_SPREAD.to_string()),
+        );
+        let mut record = csv::StringRecord::new();
+        loop {
+            let position = reader.position().clone();
+            if !reader
+                .read_record(&mut record)
+                .with_context(|| path.display().to_string())?
+            {
+                break;
+            }
+            let row = particles.count;
+            particles.count += 1;
+            let number = |c: Option<usize>| c.and_then(|c| record[c].parse::<f64>().ok());
+            particles.survey.add(
+                row,
+                Witness {
+                    perimeter: number(perimeter),
+                    raw_perimeter: number(raw),
+                    cal_const: number(cal),
+                },
+            );
+            // A particle without a numeric id or rectangle is left unmeasured:
+            // DecollageImages reports it when it cuts the page.
+            if let Some(p) = particles.placement(&record) {
+                let collage = &record[place.expect("a placement has columns").0];
+                index
+                    .add(collage, &position, row)
+                    .update(format!("{} {} {} {} {}", p.id, p.x, p.y, p.w, p.h).as_bytes());
+            }
+        }
+        particles.pages = index.into_pages();
+        Ok(particles)
     }
-    particles.pages = pages.into_pages();
-    Ok(particles)
+
+    /// A row's place on its page, when it has a numeric id and rectangle.
+    fn placement(&self, record: &csv::StringRecord) -> Option<Placement> {
+        let (_, rect) = self.place?;
+        let int = |c: usize| record[c].parse::<u32>().ok();
+        let (Ok(id), [Some(x), Some(y), Some(w), Some(h)]) =
+            (record[self.id].parse::<u64>(), rect.map(int))
+        else {
+            return None;
+        };
+        Some(Placement { id, x, y, w, h })
+    }
+
+    /// The particles of `page`, read back from `metadata.csv`.
+    fn placements(&self, page: &PageRows) -> anyhow::Result<Vec<Placement>> {
+        let (collage, _) = self.place.context("no placement columns")?;
+        page.read(&self.path, collage)?
+            .iter()
+            .map(|(_, record)| {
+                self.placement(record).with_context(|| {
+                    format!(
+                        "{} changed while the task ran; run again",
+                        self.path.display()
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The id of the particle in row `row` (from 0), read again.
+    fn id_at(&self, row: usize) -> anyhow::Result<String> {
+        let mut reader =
+            csv::Reader::from_path(&self.path).with_context(|| self.path.display().to_string())?;
+        let record = reader
+            .records()
+            .nth(row)
+            .context("not there any more")?
+            .with_context(|| self.path.display().to_string())?;
+        Ok(record[self.id].to_string())
+    }
+
+    /// Which of the `named` ids are particles' ids.
+    fn present(&self, named: &HashSet<u64>) -> anyhow::Result<HashSet<u64>> {
+        let mut present = HashSet::new();
+        if named.is_empty() {
+            return Ok(present);
+        }
+        let mut reader =
+            csv::Reader::from_path(&self.path).with_context(|| self.path.display().to_string())?;
+        let mut record = csv::StringRecord::new();
+        while reader
+            .read_record(&mut record)
+            .with_context(|| self.path.display().to_string())?
+        {
+            if let Ok(id) = record[self.id].parse::<u64>()
+                && named.contains(&id)
+            {
+                present.insert(id);
+            }
+        }
+        Ok(present)
+    }
 }
 
 /// The distinct plain collage file names of a `metadata.csv`, in order of first appearance
@@ -909,8 +990,7 @@ fn blanks_of(sift: &Sift, classes: &[ClassListRecord]) -> Blanks {
 /// Each class list, applied only when it fits: every id it names is a particle of the
 /// `.lst`, and no particle is in two of its classes. (A list saved before particles were
 /// removed and the rest renumbered names ids that are gone, or other particles.)
-fn check_class_lists(cla: &ClassFile, ids: &[String], sift: &Sift) -> Vec<ClassListRecord> {
-    let known: HashSet<u64> = ids.iter().filter_map(|i| i.parse().ok()).collect();
+fn check_class_lists(cla: &ClassFile, known: &HashSet<u64>, sift: &Sift) -> Vec<ClassListRecord> {
     cla.lists
         .iter()
         .map(|list| {

@@ -5,6 +5,7 @@ mod decollage;
 pub mod ecotaxa;
 pub mod extract_metadata;
 pub mod manifest;
+mod page_rows;
 mod read_metadata;
 pub mod registry;
 mod session;
