@@ -58,7 +58,12 @@ fn prune(runs: &Path) -> io::Result<()> {
     reports.sort();
     let excess = reports.len().saturating_sub(KEEP);
     for old in &reports[..excess] {
-        std::fs::remove_file(old)?;
+        // A concurrent share of the same session may have pruned it already.
+        if let Err(e) = std::fs::remove_file(old)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            return Err(e);
+        }
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! or failed; up to `sessions` at once, and one failing never stops the others.
 
 use crate::engine::stamp::Freshness;
-use crate::engine::{LockError, RunReport, Runner, TaskRef, WorkspaceLock};
+use crate::engine::{
+    GraphError, LockError, LockMode, RunReport, Runner, Share, TaskRef, WorkspaceLock,
+};
 use crate::history;
 use crate::ingest::{Readiness, readiness};
 use crate::tasks::{Delivery, FlowCamPipeline, PipelineOptions, Session};
@@ -232,13 +234,24 @@ pub fn run_session(folder: &Path, options: &PassOptions, runner: &Runner) -> Ses
             return result;
         }
     };
-    let report = match runner.run(&root) {
+    let report = runner.run(&root);
+    conclude(result, report, options, &session)
+}
+
+/// The outcome of a session from its run's report (recorded in its history).
+fn conclude(
+    mut result: SessionOutcome,
+    report: Result<RunReport, GraphError>,
+    options: &PassOptions,
+    session: &Session,
+) -> SessionOutcome {
+    let report = match report {
         Ok(report) => report,
         Err(e) => {
             result.outcome = Outcome::Failed {
                 errors: vec![e.to_string()],
             };
-            notify_failure(options, &result, Some(&session));
+            notify_failure(options, &result, Some(session));
             return result;
         }
     };
@@ -264,9 +277,105 @@ pub fn run_session(folder: &Path, options: &PassOptions, runner: &Runner) -> Ses
     };
     result.report = Some(report);
     if result.failed() {
-        notify_failure(options, &result, Some(&session));
+        notify_failure(options, &result, Some(session));
     }
     result
+}
+
+/// The task a session is split by: its items are the collage pages.
+const PAGES_TASK: &str = "DecollageImages";
+
+/// Runs a share of a session's collage pages (items `pages` of DecollageImages), for a
+/// session split across array tasks. What the pages need (ReadMetadata, ExtractMetadata)
+/// runs first with the session's lock held alone: the first share to come does it, the
+/// others wait and find it complete. The pages then run with the lock shared among the
+/// shares, so no other run (cron, a second submission) touches the session meanwhile, and
+/// the run over the whole session (the collect step) finishes it: its manifest, EcoTaxa,
+/// upload. Unlike a pass, a share waits for the lock instead of reporting the session busy.
+pub fn run_pages(
+    folder: &Path,
+    pages: std::ops::Range<usize>,
+    options: &PassOptions,
+    runner: &Runner,
+) -> SessionOutcome {
+    let _span = tracing::info_span!("session", session = %folder.display()).entered();
+    let mut result = SessionOutcome {
+        folder: folder.to_path_buf(),
+        experiment: None,
+        outcome: Outcome::Complete,
+        report: None,
+    };
+    let session = match Session::new(
+        folder,
+        &options.output_root,
+        options.experiment_name.as_deref(),
+    ) {
+        Ok(session) => Arc::new(session),
+        Err(e) => {
+            result.outcome = Outcome::Failed {
+                errors: vec![e.to_string()],
+            };
+            return result;
+        }
+    };
+    result.experiment = Some(session.experiment.clone());
+    let root = pipeline(&session, options);
+    let Some(task) = Runner::graph(&root)
+        .ok()
+        .and_then(|graph| graph.into_iter().find(|(t, _)| t.name() == PAGES_TASK))
+        .map(|(t, _)| t)
+    else {
+        result.outcome = Outcome::Failed {
+            errors: vec![format!("the pipeline has no {PAGES_TASK} to split")],
+        };
+        return result;
+    };
+    let lock = |mode| WorkspaceLock::wait(&session.output, mode);
+    let failed = |e: LockError| Outcome::Failed {
+        errors: vec![e.to_string()],
+    };
+    // At most twice: once to find the requirements complete or run them, once to find
+    // them complete (they change under the shared lock only if something broke the lock).
+    let mut shared = None;
+    for _ in 0..2 {
+        let held = match lock(LockMode::Shared) {
+            Ok(held) => held,
+            Err(e) => {
+                result.outcome = failed(e);
+                return result;
+            }
+        };
+        let requirements = task.requires();
+        if requirements.iter().all(|r| is_complete(runner, r)) {
+            shared = Some(held);
+            break;
+        }
+        drop(held);
+        let _alone = match lock(LockMode::Exclusive) {
+            Ok(held) => held,
+            Err(e) => {
+                result.outcome = failed(e);
+                return result;
+            }
+        };
+        for requirement in &requirements {
+            let outcome = conclude(result.clone(), runner.run(requirement), options, &session);
+            if !matches!(outcome.outcome, Outcome::Ran | Outcome::Complete) {
+                return outcome;
+            }
+        }
+    }
+    let Some(_shared) = shared else {
+        result.outcome = Outcome::Failed {
+            errors: vec!["what the pages need changed while they waited; run again".into()],
+        };
+        return result;
+    };
+    let share = Share {
+        task: task.id(),
+        items: pages,
+    };
+    conclude(result, runner.run_share(&task, &share), options, &session)
 }
 
 /// Whether every task of `root` is complete now (a few `stat` calls).

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{FIXTURE, bin, copy_fixture, text};
+use flowcam_pipeline::synthetic::SyntheticSession;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -382,4 +383,112 @@ fn the_local_executor_runs_the_same_plan_without_a_cluster() {
     assert_eq!(vignettes, 102);
     let text_jobs = ok(flowcam(dir, &["jobs", &id, "-o", "out"]));
     assert!(text_jobs.contains("to redo: tasks"), "{text_jobs}");
+}
+
+/// Every file under `dir` but the run's own records (`.state`, run reports, the log, the
+/// lock), by path relative to it.
+fn outputs(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if [".state", "runs", "run-report.json", "pipeline.log", ".lock"]
+                .contains(&name.as_str())
+            {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                files.insert(path.strip_prefix(dir).unwrap().to_path_buf(), bytes);
+            }
+        }
+    }
+    files
+}
+
+/// A session of 7 pages, 3 pages a task, runs as three shares of its pages (1-3, 4-6, 7-)
+/// on the cluster, and the collect job finishes it: its vignettes, manifest, EcoTaxa export
+/// and every other output equal a plain local run's byte for byte, and the finishing run
+/// cut no page (the shares did every one).
+#[test]
+fn a_session_split_by_pages_equals_a_local_run_byte_for_byte() {
+    require_slurm();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let session = SyntheticSession {
+        particles: 700,
+        pages: 7,
+        prefix: "Split".into(),
+        ..SyntheticSession::default()
+    }
+    .write(&dir.join("root"))
+    .unwrap();
+    let name = session.file_name().unwrap().to_string_lossy().into_owned();
+    let options = ["--settle-seconds", "0", "--no-upload", "--ecotaxa"];
+    ok(flowcam(
+        dir,
+        &[
+            &["-d", session.to_str().unwrap(), "-o", "plain"][..],
+            &options,
+        ]
+        .concat(),
+    ));
+    let submitted = ok(flowcam(
+        dir,
+        &[
+            &["submit", "-d", "root", "-o", "out"][..],
+            &options,
+            &[
+                "--pages-per-task",
+                "3",
+                "--cores",
+                "1",
+                "--time",
+                "00:10:00",
+            ],
+        ]
+        .concat(),
+    ));
+    let id = submission_id(&submitted);
+    let view = collected(dir, &id);
+    let tasks = view["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 3, "{view:#}");
+    for (task, first) in tasks.iter().zip([0, 3, 6]) {
+        assert_eq!(task["state"], "completed", "{view:#}");
+        assert_eq!(task["sessions"][0]["pages"]["first"], first, "{view:#}");
+        assert_eq!(task["sessions"][0]["outcome"]["state"], "ran", "{view:#}");
+    }
+    assert_eq!(view["finished"][0]["outcome"]["state"], "ran", "{view:#}");
+    let plain = outputs(&dir.join("plain").join(&name));
+    let split = outputs(&dir.join("out").join(&name));
+    assert_eq!(
+        plain.keys().collect::<Vec<_>>(),
+        split.keys().collect::<Vec<_>>()
+    );
+    assert!(plain.keys().filter(|p| p.starts_with("vignettes")).count() == 700);
+    for (path, bytes) in &plain {
+        assert!(&split[path] == bytes, "{} differs", path.display());
+    }
+    // The collect job's run found every page done by the shares.
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("out").join(&name).join("run-report.json")).unwrap(),
+    )
+    .unwrap();
+    let decollage = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "DecollageImages")
+        .unwrap();
+    assert_eq!(decollage["items"]["ran"], 0, "{report:#}");
+    assert_eq!(decollage["items"]["skipped"], 7, "{report:#}");
+    let status = common::status_json(&dir.join("root"), &dir.join("out"));
+    assert!(status.to_string().contains("\"complete\""), "{status:#}");
+    let text_jobs = ok(flowcam(dir, &["jobs", &id, "-o", "out"]));
+    assert!(text_jobs.contains("pages 4-6"), "{text_jobs}");
+    assert!(text_jobs.contains("finished"), "{text_jobs}");
 }

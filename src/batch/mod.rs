@@ -24,10 +24,12 @@ use crate::tasks::Session;
 use chrono::Utc;
 use serde::Serialize;
 pub use slurm::JobState;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-pub use submission::{Executor, Plan, Resources, Round, SessionLine, Submission, TaskReport};
+pub use submission::{
+    Executor, PageShare, Plan, Resources, Round, SessionLine, Submission, TaskReport,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -123,9 +125,8 @@ fn job_ids(submission: &Submission) -> Vec<String> {
 /// Whether the submission is settled: its last round's collect step wrote the summary.
 fn settled(submission: &Submission) -> bool {
     let rounds = submission.rounds().len();
-    std::fs::read(submission.summary_path())
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    submission
+        .summary()
         .and_then(|s| s["round"].as_u64())
         .is_some_and(|r| r as usize >= rounds)
 }
@@ -172,6 +173,9 @@ pub struct SubmitRequest {
     pub resources: Resources,
     /// Sessions per array task.
     pub batch_size: usize,
+    /// A session with more collage pages than this is split by pages across tasks of its
+    /// own (0: never).
+    pub pages_per_task: usize,
     /// The run's options, for judging which sessions need work.
     pub pass: PassOptions,
 }
@@ -229,10 +233,31 @@ pub fn submit(request: SubmitRequest, runner: &Runner) -> Result<Submitted, Batc
     if chosen.is_empty() {
         return Ok(done);
     }
-    let tasks: Vec<Vec<PathBuf>> = chosen
-        .chunks(request.batch_size.max(1))
-        .map(<[PathBuf]>::to_vec)
-        .collect();
+    let (mut whole, mut tasks, mut shares) = (Vec::new(), Vec::new(), BTreeMap::new());
+    for folder in chosen {
+        let pages = page_count(&folder);
+        let per = request.pages_per_task;
+        if per == 0 || pages <= per {
+            whole.push(folder);
+            continue;
+        }
+        let parts = pages.div_ceil(per);
+        for part in 0..parts {
+            shares.insert(
+                tasks.len(),
+                PageShare {
+                    first: part * per,
+                    end: (part + 1 < parts).then_some((part + 1) * per),
+                },
+            );
+            tasks.push(vec![folder.clone()]);
+        }
+    }
+    tasks.extend(
+        whole
+            .chunks(request.batch_size.max(1))
+            .map(<[PathBuf]>::to_vec),
+    );
     let now = Utc::now();
     let plan = Plan {
         id: format!(
@@ -249,6 +274,7 @@ pub fn submit(request: SubmitRequest, runner: &Runner) -> Result<Submitted, Batc
         executor: request.executor,
         resources: request.resources.clone(),
         tasks,
+        shares,
     };
     let submission = Submission::create(plan)?;
     done.submission = Some(submission.id().to_string());
@@ -266,6 +292,21 @@ pub fn submit(request: SubmitRequest, runner: &Runner) -> Result<Submitted, Batc
         }
     }
     Ok(done)
+}
+
+/// The collage pages a session folder holds, as far as a listing tells (its `.tif`
+/// files): enough to plan its shares, since the last share runs to the last page.
+fn page_count(folder: &Path) -> usize {
+    std::fs::read_dir(folder).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| {
+                Path::new(&e.file_name()).extension().is_some_and(|x| {
+                    x.eq_ignore_ascii_case("tif") || x.eq_ignore_ascii_case("tiff")
+                })
+            })
+            .count()
+    })
 }
 
 /// Why a session needs no job now, if it does not.
@@ -398,7 +439,11 @@ pub fn run_task(
         ))
     })?;
     let started_at = Utc::now().to_rfc3339();
-    let outcomes = pass::run(folders, options, runner);
+    let share = submission.plan.shares.get(&task).copied();
+    let outcomes = match (share, folders.as_slice()) {
+        (Some(share), [folder]) => vec![pass::run_pages(folder, share.pages(), options, runner)],
+        _ => pass::run(folders, options, runner),
+    };
     let report = TaskReport {
         task,
         started_at,
@@ -412,6 +457,7 @@ pub fn run_task(
             .map(|o| SessionLine {
                 folder: o.folder,
                 experiment: o.experiment,
+                pages: share,
                 outcome: o.outcome,
             })
             .collect(),
@@ -441,6 +487,8 @@ pub struct TaskView {
 pub struct SessionView {
     pub folder: PathBuf,
     pub experiment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pages: Option<PageShare>,
     pub outcome: Option<Outcome>,
 }
 
@@ -456,6 +504,8 @@ pub struct SubmissionView {
     pub collect: Option<(String, JobState)>,
     /// Whether the last round's collect step wrote its summary.
     pub collected: bool,
+    /// What the last collect step made of the sessions split by pages.
+    pub finished: Vec<SessionLine>,
 }
 
 impl SubmissionView {
@@ -512,6 +562,7 @@ pub fn view(submission: &Submission) -> SubmissionView {
                     SessionView {
                         folder: folder.clone(),
                         experiment: line.and_then(|l| l.experiment.clone()),
+                        pages: submission.plan.shares.get(&task).copied(),
                         outcome: line.map(|l| l.outcome.clone()),
                     }
                 })
@@ -542,6 +593,10 @@ pub fn view(submission: &Submission) -> SubmissionView {
         tasks,
         collect,
         collected: settled(submission),
+        finished: submission
+            .summary()
+            .and_then(|s| serde_json::from_value(s["finished"].clone()).ok())
+            .unwrap_or_default(),
     }
 }
 
@@ -595,8 +650,43 @@ pub fn clean(submission: &Submission) -> Result<(), BatchError> {
     Ok(())
 }
 
-/// The collect step: the submission's summary, from its tasks' reports and states.
-pub fn collect(submission: &Submission) -> Result<serde_json::Value, BatchError> {
+/// The collect step: finishes the sessions split by pages whose every share is done (a run
+/// over the whole session: its manifest, EcoTaxa, upload), then writes the submission's
+/// summary, from its tasks' reports and states.
+pub fn collect(
+    submission: &Submission,
+    options: &PassOptions,
+    runner: &Runner,
+) -> Result<serde_json::Value, BatchError> {
+    let mut finished = Vec::new();
+    for (folder, tasks) in submission.plan.split_sessions() {
+        let unfinished: Vec<String> = tasks
+            .iter()
+            .filter(|&&t| !submission.report(t).is_some_and(|r| r.succeeded()))
+            .map(usize::to_string)
+            .collect();
+        let (experiment, outcome) = if unfinished.is_empty() {
+            let done = pass::run_session(&folder, options, runner);
+            (done.experiment, done.outcome)
+        } else {
+            let reason = format!(
+                "not finished: the pages of task {} did not complete (resubmit)",
+                unfinished.join(", ")
+            );
+            (
+                None,
+                Outcome::Failed {
+                    errors: vec![reason],
+                },
+            )
+        };
+        finished.push(SessionLine {
+            folder,
+            experiment,
+            pages: None,
+            outcome,
+        });
+    }
     let view = view(submission);
     let mut totals: HashMap<&str, usize> = HashMap::new();
     for task in &view.tasks {
@@ -620,6 +710,7 @@ pub fn collect(submission: &Submission) -> Result<serde_json::Value, BatchError>
         "totals": totals,
         "to_redo": view.to_redo(),
         "tasks": view.tasks,
+        "finished": finished,
     });
     let bytes = serde_json::to_vec_pretty(&summary).map_err(std::io::Error::other)?;
     crate::engine::atomic::write_file(&submission.summary_path(), &bytes)?;

@@ -155,16 +155,21 @@ pub fn submit_collect(submission: &Submission, after: &str) -> Result<String, Sl
         format!("--chdir={}", plan.workdir.display()),
         format!("--output={}", submission.collect_log().display()),
         "--open-mode=append".to_string(),
-        "--cpus-per-task=1".to_string(),
     ];
-    for (flag, value) in [
-        ("--partition", &plan.resources.partition),
-        ("--account", &plan.resources.account),
-        ("--qos", &plan.resources.qos),
-    ] {
-        if let Some(value) = value {
-            args.push(format!("{flag}={value}"));
+    if plan.shares.is_empty() {
+        args.push("--cpus-per-task=1".to_string());
+        for (flag, value) in [
+            ("--partition", &plan.resources.partition),
+            ("--account", &plan.resources.account),
+            ("--qos", &plan.resources.qos),
+        ] {
+            if let Some(value) = value {
+                args.push(format!("{flag}={value}"));
+            }
         }
+    } else {
+        // It finishes the split sessions (manifest, EcoTaxa, upload): an array task's work.
+        args.extend(resource_options(&plan.resources));
     }
     args.push(submission.script("collect.sh").display().to_string());
     run("sbatch", &args).map(|out| job_id(&out))

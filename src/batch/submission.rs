@@ -17,6 +17,7 @@
 use crate::engine::atomic::write_file;
 use crate::pass::Outcome;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -71,6 +72,42 @@ pub struct Plan {
     pub resources: Resources,
     /// The session folders of each array task, by index.
     pub tasks: Vec<Vec<PathBuf>>,
+    /// The tasks that run a share of one session's pages, by index: the session (the
+    /// task's only one) was too large for one task, and the collect step finishes it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shares: BTreeMap<usize, PageShare>,
+}
+
+/// A share of one session's collage pages: its pages `first..end` in the order
+/// `metadata.csv` first names them (to the last page when `end` is none, so that pages
+/// the plan did not count are still some share's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageShare {
+    pub first: usize,
+    pub end: Option<usize>,
+}
+
+impl PageShare {
+    pub fn pages(&self) -> std::ops::Range<usize> {
+        self.first..self.end.unwrap_or(usize::MAX)
+    }
+}
+
+impl Plan {
+    /// The sessions split by pages, each with its tasks, in task order.
+    pub fn split_sessions(&self) -> Vec<(PathBuf, Vec<usize>)> {
+        let mut split: Vec<(PathBuf, Vec<usize>)> = Vec::new();
+        for &task in self.shares.keys() {
+            let Some(folder) = self.tasks.get(task).and_then(|f| f.first()) else {
+                continue;
+            };
+            match split.iter_mut().find(|(f, _)| f == folder) {
+                Some((_, tasks)) => tasks.push(task),
+                None => split.push((folder.clone(), vec![task])),
+            }
+        }
+        split
+    }
 }
 
 /// One round sent to the scheduler.
@@ -100,6 +137,9 @@ pub struct TaskReport {
 pub struct SessionLine {
     pub folder: PathBuf,
     pub experiment: Option<String>,
+    /// The share of its pages the task ran, when it ran a share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<PageShare>,
     pub outcome: Outcome,
 }
 
@@ -267,6 +307,11 @@ impl Submission {
 
     pub fn summary_path(&self) -> PathBuf {
         self.dir.join("summary.json")
+    }
+
+    /// The collect step's summary, once written.
+    pub fn summary(&self) -> Option<serde_json::Value> {
+        read_json(&self.summary_path()).ok()
     }
 
     /// The round that last sent task `task`, and the task's job id in it.

@@ -15,6 +15,10 @@ pub struct SubmitArgs {
     /// Sessions per array task.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub batch_size: u64,
+    /// A session with more collage pages than this is split: each share of its pages is an
+    /// array task of its own, and the collect job finishes the session (0: never split).
+    #[arg(long, default_value_t = 500, value_name = "PAGES")]
+    pub pages_per_task: u64,
     /// Cores per array task (its --workers follow them unless given).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub cores: u32,
@@ -141,6 +145,7 @@ pub fn submit(args: &SubmitArgs) -> u8 {
             sbatch_args: args.sbatch_args.clone(),
         },
         batch_size: args.batch_size as usize,
+        pages_per_task: args.pages_per_task as usize,
         pass,
     };
     let done = match batch::submit(request, &runner) {
@@ -246,7 +251,10 @@ pub fn jobs(args: &JobsArgs) -> u8 {
                                 .and_then(|v| v["state"].as_str().map(str::to_string))
                                 .unwrap_or_default(),
                         };
-                        format!("{name}: {outcome}")
+                        match &s.pages {
+                            Some(share) => format!("{name} {}: {outcome}", pages_text(share)),
+                            None => format!("{name}: {outcome}"),
+                        }
                     })
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -254,6 +262,24 @@ pub fn jobs(args: &JobsArgs) -> u8 {
         }
         if let Some((job, state)) = &view.collect {
             println!("  collect   {job:<12} {}", state_text(state));
+        }
+        for line in &view.finished {
+            let outcome = serde_json::to_value(&line.outcome).unwrap_or_default();
+            println!(
+                "  finished  {}: {}{}",
+                line.folder.display(),
+                outcome["state"].as_str().unwrap_or_default(),
+                outcome["errors"]
+                    .as_array()
+                    .map(|e| format!(
+                        ": {}",
+                        e.iter()
+                            .filter_map(|e| e.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ))
+                    .unwrap_or_default()
+            );
         }
         let redo = view.to_redo();
         if !redo.is_empty() && !view.active() {
@@ -268,6 +294,14 @@ pub fn jobs(args: &JobsArgs) -> u8 {
         }
     }
     exit::OK
+}
+
+/// `pages 1-125` (counted from 1), or `pages 876-` for the last share.
+fn pages_text(share: &batch::PageShare) -> String {
+    match share.end {
+        Some(end) => format!("pages {}-{end}", share.first + 1),
+        None => format!("pages {}-", share.first + 1),
+    }
 }
 
 pub fn resubmit(args: &SubmissionArgs) -> u8 {
@@ -390,42 +424,62 @@ fn submitted_run(submission: &Submission) -> Result<SubmitArgs, String> {
     Ok(*args)
 }
 
+/// What a submission's jobs run with: the submit's own options, parsed again.
+struct Submitted {
+    submission: Submission,
+    options: crate::pass::PassOptions,
+    runner: crate::engine::Runner,
+    interrupt: Interrupt,
+}
+
+fn submitted(dir: &Path) -> Result<Submitted, u8> {
+    let submission = Submission::open(dir).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::SETUP
+    })?;
+    let args = submitted_run(&submission).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::SETUP
+    })?;
+    let mut run = args.run;
+    if run.workers == 0 {
+        run.workers = args.cores as usize;
+    }
+    let v = &run.logging;
+    super::init_logging(v.verbose, v.quiet, v.log_format, None);
+    let mut options = super::pass_options(&run, false);
+    options.skip_complete = true;
+    let interrupt = Interrupt::install();
+    let runner = super::runner_for(&run, false, &interrupt);
+    Ok(Submitted {
+        submission,
+        options,
+        runner,
+        interrupt,
+    })
+}
+
 /// `batch-task --submission DIR --task N`: one array task, as the scheduler runs it.
 pub fn batch_task(args: &BatchTaskArgs) -> u8 {
-    let submission = match Submission::open(&args.submission) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::SETUP;
-        }
-    };
     let Some(task) = args.task else {
         eprintln!("error: batch-task needs --task N");
         return exit::USAGE;
     };
-    let submitted = match submitted_run(&submission) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::SETUP;
-        }
+    let Submitted {
+        submission,
+        options,
+        runner,
+        interrupt,
+    } = match submitted(&args.submission) {
+        Ok(submitted) => submitted,
+        Err(code) => return code,
     };
-    let mut run = submitted.run;
-    if run.workers == 0 {
-        run.workers = submitted.cores as usize;
-    }
-    let v = &run.logging;
-    super::init_logging(v.verbose, v.quiet, v.log_format, None);
     println!(
         "=== task {task} of submission {} on {} at {}",
         submission.id(),
         batch::hostname(),
         chrono::Utc::now().to_rfc3339()
     );
-    let mut options = super::pass_options(&run, false);
-    options.skip_complete = true;
-    let interrupt = Interrupt::install();
-    let runner = super::runner_for(&run, false, &interrupt);
     let report = match batch::run_task(&submission, task, &options, &runner) {
         Ok(report) => report,
         Err(e) => return print_error(&e),
@@ -459,14 +513,20 @@ pub fn batch_task(args: &BatchTaskArgs) -> u8 {
 
 /// `batch-collect --submission DIR`: the submission's summary, after its array.
 pub fn batch_collect(args: &BatchTaskArgs) -> u8 {
-    let submission = match Submission::open(&args.submission) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::SETUP;
-        }
+    let Submitted {
+        submission,
+        options,
+        runner,
+        interrupt,
+    } = match submitted(&args.submission) {
+        Ok(submitted) => submitted,
+        Err(code) => return code,
     };
-    match batch::collect(&submission) {
+    let collected = batch::collect(&submission, &options, &runner);
+    if let Some(code) = interrupt.exit_code() {
+        return code;
+    }
+    match collected {
         Ok(summary) => {
             println!(
                 "=== collect of submission {} at {}",

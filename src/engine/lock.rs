@@ -17,6 +17,14 @@ pub enum LockError {
     Io { path: PathBuf, source: io::Error },
 }
 
+/// How a lock is held. Runs hold it alone; the shares of one task split across processes
+/// (see [`crate::engine::Share`]) hold it together, which keeps every other run out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Exclusive,
+    Shared,
+}
+
 /// Held for as long as the value lives.
 #[derive(Debug)]
 pub struct WorkspaceLock {
@@ -27,21 +35,48 @@ pub struct WorkspaceLock {
 impl WorkspaceLock {
     pub const FILE_NAME: &'static str = ".lock";
 
-    /// Takes the lock of `dir` (created if needed) without waiting.
-    pub fn acquire(dir: &Path) -> Result<WorkspaceLock, LockError> {
+    fn open(dir: &Path) -> Result<(File, PathBuf), LockError> {
         let path = dir.join(Self::FILE_NAME);
         let io_err = |source| LockError::Io {
             path: path.clone(),
             source,
         };
         fs::create_dir_all(dir).map_err(io_err)?;
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
             .map_err(io_err)?;
+        Ok((file, path))
+    }
+
+    /// Waits for the lock of `dir` (created if needed), held as `mode` says. Only the
+    /// holder alone says who it is: shared holders would overwrite each other's words.
+    pub fn wait(dir: &Path, mode: LockMode) -> Result<WorkspaceLock, LockError> {
+        let (mut file, path) = Self::open(dir)?;
+        let locked = match mode {
+            LockMode::Exclusive => file.lock(),
+            LockMode::Shared => file.lock_shared(),
+        };
+        locked.map_err(|source| LockError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if mode == LockMode::Exclusive {
+            Self::say_who(&mut file, &path)?;
+        }
+        Ok(WorkspaceLock { _file: file, path })
+    }
+
+    /// Takes the lock of `dir` (created if needed) alone, without waiting.
+    pub fn acquire(dir: &Path) -> Result<WorkspaceLock, LockError> {
+        let (mut file, path) = Self::open(dir)?;
+        let io_err = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -59,6 +94,12 @@ impl WorkspaceLock {
             }
             Err(fs::TryLockError::Error(e)) => return Err(io_err(e)),
         }
+        Self::say_who(&mut file, &path)?;
+        Ok(WorkspaceLock { _file: file, path })
+    }
+
+    /// Writes who holds the lock into its file, for the message a second run prints.
+    fn say_who(file: &mut File, path: &Path) -> Result<(), LockError> {
         let text = format!(
             "pid {} on {} since {}",
             std::process::id(),
@@ -68,8 +109,10 @@ impl WorkspaceLock {
         file.set_len(0)
             .and_then(|_| file.rewind())
             .and_then(|_| file.write_all(text.as_bytes()))
-            .map_err(io_err)?;
-        Ok(WorkspaceLock { _file: file, path })
+            .map_err(|source| LockError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
     }
 
     pub fn path(&self) -> &Path {
@@ -106,5 +149,23 @@ mod tests {
         }
         drop(first);
         WorkspaceLock::acquire(dir.path()).expect("lock is free after release");
+    }
+
+    #[test]
+    fn shared_holders_keep_a_lone_run_out_but_not_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = WorkspaceLock::wait(dir.path(), LockMode::Shared).unwrap();
+        let b = WorkspaceLock::wait(dir.path(), LockMode::Shared).unwrap();
+        assert!(matches!(
+            WorkspaceLock::acquire(dir.path()),
+            Err(LockError::Held { .. })
+        ));
+        drop((a, b));
+        let alone = WorkspaceLock::wait(dir.path(), LockMode::Exclusive).unwrap();
+        assert!(matches!(
+            WorkspaceLock::acquire(dir.path()),
+            Err(LockError::Held { .. })
+        ));
+        drop(alone);
     }
 }

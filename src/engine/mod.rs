@@ -25,6 +25,11 @@
 //!          ─> finish (serial) ─> commit ─> sweep temporaries ─> write stamp (last) ─> Ran
 //! ```
 //!
+//! A [`Share`] run of a task does only its range of items, up to the redo of broken ones,
+//! and stops there (Ran, with a note): no orphan removal, finish, sweep or stamp, since
+//! other shares are writing beside it. A run over the whole task, after every share, skips
+//! their items by their markers and does the rest.
+//!
 //! Every byte a task writes goes through [`Staging`]: temporary files beside their targets,
 //! synced, then renamed, so a crash never leaves a half-written file under a final name, and
 //! a stamp or item marker is only written once what it vouches for is on disk.
@@ -40,8 +45,8 @@ pub mod workers;
 
 pub use atomic::{Staging, write_file};
 pub use fingerprint::{Digest, FileFingerprint};
-pub use lock::{LockError, WorkspaceLock};
+pub use lock::{LockError, LockMode, WorkspaceLock};
 pub use report::{ItemCounts, RunReport, TaskReport, TaskState};
-pub use runner::{GraphError, Runner};
+pub use runner::{GraphError, Runner, Share};
 pub use stamp::{Freshness, OutputCheck, OutputProblem};
 pub use task::{Item, NoWork, Parameters, Plan, StopTask, Task, TaskRef};

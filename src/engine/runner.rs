@@ -7,7 +7,7 @@ use crate::engine::workers::{self, Slots};
 use crate::engine::{
     Digest, FileFingerprint, Item, Plan, Staging, StopTask, Task, TaskRef, write_file,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +30,18 @@ pub trait Observer: Send + Sync {
 
 struct Silent;
 impl Observer for Silent {}
+
+/// A share of one task's items, for a run that splits the task across processes (array
+/// tasks on a cluster): only the items `items` (indices into its plan's items) run, and the
+/// task is neither finished nor stamped, nor swept of orphans and temporaries, since other
+/// shares write beside it. A run over the whole task, once every share is done, finds their
+/// items done by their markers and finishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The task's id.
+    pub task: String,
+    pub items: std::ops::Range<usize>,
+}
 
 /// Runs task graphs. Holds no state between runs besides its CPU slots.
 pub struct Runner {
@@ -152,6 +164,16 @@ impl Runner {
 
     /// Runs everything under `root` that is not complete.
     pub fn run(&self, root: &TaskRef) -> Result<RunReport, GraphError> {
+        self.run_with(root, None)
+    }
+
+    /// Runs everything under `root` that is not complete, the task `share` names only for
+    /// its share of items (see [`Share`]).
+    pub fn run_share(&self, root: &TaskRef, share: &Share) -> Result<RunReport, GraphError> {
+        self.run_with(root, Some(share))
+    }
+
+    fn run_with(&self, root: &TaskRef, share: Option<&Share>) -> Result<RunReport, GraphError> {
         let graph = Self::graph(root)?;
         let started_at = chrono::Local::now().to_rfc3339();
         let start = Instant::now();
@@ -205,8 +227,9 @@ impl Runner {
                         });
                         // A panic in the task's own code (prepare, finish, ...) fails this
                         // task like an error instead of aborting the whole run.
+                        let share = share.filter(|s| s.task == report.id);
                         let outcome = catch_unwind(AssertUnwindSafe(|| {
-                            self.execute(task.as_ref(), &mut report.items, &mut report.notes)
+                            self.execute(task.as_ref(), share, &mut report.items, &mut report.notes)
                         }))
                         .unwrap_or_else(|panic| {
                             Execution::Failed(vec![format!(
@@ -250,10 +273,11 @@ impl Runner {
     fn execute(
         &self,
         task: &dyn Task,
+        share: Option<&Share>,
         counts: &mut ItemCounts,
         notes: &mut Vec<String>,
     ) -> Execution {
-        match self.try_execute(task, counts, notes) {
+        match self.try_execute(task, share, counts, notes) {
             Ok(execution) => execution,
             Err(errors) => Execution::Failed(errors),
         }
@@ -262,6 +286,7 @@ impl Runner {
     fn try_execute(
         &self,
         task: &dyn Task,
+        share: Option<&Share>,
         counts: &mut ItemCounts,
         notes: &mut Vec<String>,
     ) -> Result<Execution, Vec<String>> {
@@ -281,6 +306,18 @@ impl Runner {
         let plan = task.prepare().map_err(one)?;
         let items = plan.items();
         counts.total = items.len();
+        // A share's items: the rest are other shares' (and none is a share's without
+        // markers to tell the finishing run that it is done).
+        let mine = |index: usize| share.is_none_or(|s| s.items.contains(&index));
+        if let Some(share) = share {
+            if !plan.item_markers() {
+                return Err(vec![format!(
+                    "{} cannot be shared out: its items keep no markers",
+                    task.id()
+                )]);
+            }
+            counts.total = share.items.end.min(items.len()) - share.items.start.min(items.len());
+        }
 
         let parameters = serde_json::to_string(&task.parameters()).unwrap_or_default();
         let base = Digest::new()
@@ -294,6 +331,10 @@ impl Runner {
         let mut slots: Vec<ItemSlot> = Vec::with_capacity(items.len());
         let mut todo = Vec::new();
         for (index, item) in items.iter().enumerate() {
+            if !mine(index) {
+                slots.push(ItemSlot::default());
+                continue;
+            }
             if !markers {
                 slots.push(ItemSlot::default());
                 todo.push(index);
@@ -308,20 +349,31 @@ impl Runner {
                 digest = digest.file(input, fingerprint);
             }
             let name = stamp::item_marker_name(&item.key);
-            let previous = ItemMarker::read(&marker_dir.join(&name), &workspace);
-            let slot = ItemSlot {
+            let mut slot = ItemSlot {
                 digest: digest.hex(),
                 marker: Some(marker_dir.join(&name)),
                 name,
-                previous,
+                previous: None,
             };
-            if self.force || !slot.done() {
+            let previous = slot.read_marker(&workspace);
+            let done = previous.as_ref().is_some_and(|m| {
+                m.digest == slot.digest && m.outputs.iter().all(|o| o.problem().is_none())
+            });
+            if self.force || !done {
+                // Kept only for the items that run: what they produced before and no longer
+                // does is removed. A done item's records are read again when needed, so
+                // that a million files' are never all in memory.
+                slot.previous = previous.map(|m| m.outputs);
                 todo.push(index);
             }
             slots.push(slot);
         }
-        counts.skipped = items.len() - todo.len() + plan.already_done();
-        counts.total += plan.already_done();
+        if share.is_some() {
+            counts.skipped = counts.total - todo.len();
+        } else {
+            counts.skipped = items.len() - todo.len() + plan.already_done();
+            counts.total += plan.already_done();
+        }
         if markers && !todo.is_empty() {
             std::fs::create_dir_all(&marker_dir)
                 .map_err(|e| vec![format!("{}: {e}", marker_dir.display())])?;
@@ -330,17 +382,12 @@ impl Runner {
         self.observer.task_started(&task.id(), todo.len());
         let outcomes = self.run_items(task, plan.as_ref(), &items, &slots, &todo);
         let mut errors: Vec<String> = Vec::new();
-        let mut produced: Vec<Option<Vec<OutputRecord>>> = slots
-            .iter()
-            .map(|s| s.previous.as_ref().map(|m| m.outputs.clone()))
-            .collect();
         let mut replaced: Vec<PathBuf> = Vec::new();
         for (&index, outcome) in todo.iter().zip(outcomes) {
             match outcome {
                 ItemOutcome::Done(outputs) => {
                     counts.ran += 1;
-                    replaced.extend(produced_no_longer(&produced[index], &outputs));
-                    produced[index] = Some(outputs);
+                    replaced.extend(produced_no_longer(&slots[index].previous, &outputs));
                 }
                 ItemOutcome::NotAttempted => counts.not_attempted += 1,
                 ItemOutcome::Failed(e) | ItemOutcome::Stopped(e) => {
@@ -352,12 +399,12 @@ impl Runner {
                 }
             }
         }
-        if markers {
+        if markers && share.is_none() {
             // Only now that every item has committed: a file is an orphan only if no item of
             // this plan produces it (a particle moved to another page keeps its vignette,
             // whichever page ran first).
             let current: HashSet<&str> = slots.iter().map(|s| s.name.as_str()).collect();
-            remove_orphans(&marker_dir, &workspace, &current, &produced, replaced);
+            remove_orphans(&marker_dir, &workspace, &current, &slots, replaced);
         }
         if !errors.is_empty() {
             return Ok(Execution::Failed(errors));
@@ -365,6 +412,8 @@ impl Runner {
         if counts.not_attempted > 0 {
             return Ok(Execution::Interrupted);
         }
+        // The folders the items' files are in, as the check below reads their markers.
+        let mut folders: BTreeSet<PathBuf> = BTreeSet::new();
         if markers {
             // Before the task's own outputs (a manifest) and its stamp vouch for them, every
             // file of every item must be there as recorded: something may have deleted or
@@ -372,7 +421,7 @@ impl Runner {
             // change again, the task fails naming them.
             for round in 0..2 {
                 let broken: Vec<usize> = (0..items.len())
-                    .filter(|&i| intact(&produced[i]).is_err())
+                    .filter(|&i| mine(i) && slots[i].intact(&workspace, &mut folders).is_err())
                     .collect();
                 if broken.is_empty() {
                     break;
@@ -382,7 +431,12 @@ impl Runner {
                     counts.ran = counts.ran.saturating_sub(broken.len());
                     return Err(broken
                         .iter()
-                        .filter_map(|&i| intact(&produced[i]).err().map(|p| (i, p)))
+                        .filter_map(|&i| {
+                            slots[i]
+                                .intact(&workspace, &mut folders)
+                                .err()
+                                .map(|p| (i, p))
+                        })
                         .map(|(i, p)| {
                             format!(
                                 "{}: {p}, changed by something else during the run",
@@ -397,9 +451,9 @@ impl Runner {
                     "files changed during the run; redoing their items"
                 );
                 let outcomes = self.run_items(task, plan.as_ref(), &items, &slots, &broken);
-                for (&index, outcome) in broken.iter().zip(outcomes) {
+                for outcome in outcomes {
                     match outcome {
-                        ItemOutcome::Done(outputs) => produced[index] = Some(outputs),
+                        ItemOutcome::Done(_) => {}
                         ItemOutcome::NotAttempted => return Ok(Execution::Interrupted),
                         ItemOutcome::Failed(e) | ItemOutcome::Stopped(e) => return Err(vec![e]),
                     }
@@ -407,6 +461,15 @@ impl Runner {
             }
         }
 
+        if let Some(share) = share {
+            notes.push(format!(
+                "items {}-{} of {} (a share): finished by a run over all of them",
+                share.items.start + 1,
+                share.items.end.min(items.len()),
+                items.len()
+            ));
+            return Ok(Execution::Done);
+        }
         let mut staging = Staging::new();
         plan.finish(&mut staging).map_err(one)?;
         staging.commit().map_err(|e| vec![e.to_string()])?;
@@ -414,13 +477,9 @@ impl Runner {
 
         // A completed task leaves no temporary in any folder it writes (an interrupted
         // earlier run's, say); the session's lock keeps every other writer out.
-        let files: Vec<&Path> = produced
-            .iter()
-            .flatten()
-            .flatten()
-            .map(|r| r.path.as_path())
-            .collect();
-        for leftover in stamp::temporaries_in(&stamp::written_folders(task, &files)) {
+        let mut written = stamp::written_folders(task, &[]);
+        written.append(&mut folders);
+        for leftover in stamp::temporaries_in(&written) {
             if let Err(e) = std::fs::remove_file(&leftover)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
@@ -519,17 +578,34 @@ struct ItemSlot {
     name: String,
     /// Marker path, for plans with markers.
     marker: Option<PathBuf>,
-    /// The marker an earlier run left, if any.
-    previous: Option<ItemMarker>,
+    /// For an item that runs, the files its marker listed before it ran.
+    previous: Option<Vec<OutputRecord>>,
 }
 
 impl ItemSlot {
-    /// Done when its marker carries the same digest and every file it lists is on disk as
-    /// it was recorded.
-    fn done(&self) -> bool {
-        self.previous.as_ref().is_some_and(|m| {
-            m.digest == self.digest && m.outputs.iter().all(|o| o.problem().is_none())
-        })
+    fn read_marker(&self, workspace: &Path) -> Option<ItemMarker> {
+        ItemMarker::read(self.marker.as_ref()?, workspace)
+    }
+
+    /// Whether its marker, as on disk now, is this run's and every file it lists is there
+    /// as recorded; notes the folders of its files.
+    fn intact(&self, workspace: &Path, folders: &mut BTreeSet<PathBuf>) -> Result<(), String> {
+        let marker = self
+            .read_marker(workspace)
+            .filter(|m| m.digest == self.digest)
+            .ok_or("it has no record of its files")?;
+        let mut last: Option<&Path> = None;
+        for parent in marker.outputs.iter().filter_map(|r| r.path.parent()) {
+            // Files come folder by folder: skip the set for runs of the same folder.
+            if last != Some(parent) {
+                folders.insert(parent.to_path_buf());
+                last = Some(parent);
+            }
+        }
+        match marker.outputs.iter().find_map(OutputRecord::problem) {
+            Some(problem) => Err(problem.to_string()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -543,16 +619,6 @@ fn own_freshness(task: &dyn Task, tool_version: &str) -> Freshness {
 
 /// Ok when the item has a record and every file in it is as recorded; else the first
 /// problem.
-fn intact(produced: &Option<Vec<OutputRecord>>) -> Result<(), String> {
-    match produced {
-        None => Err("it has no record of its files".to_string()),
-        Some(records) => match records.iter().find_map(OutputRecord::problem) {
-            Some(problem) => Err(problem.to_string()),
-            None => Ok(()),
-        },
-    }
-}
-
 /// Files an item produced last time but not this time (say, a particle removed from the
 /// list, or moved to another page): candidates for removal once every item has committed.
 fn produced_no_longer(before: &Option<Vec<OutputRecord>>, now: &[OutputRecord]) -> Vec<PathBuf> {
@@ -647,7 +713,7 @@ fn remove_orphans(
     marker_dir: &Path,
     workspace: &Path,
     current: &HashSet<&str>,
-    produced: &[Option<Vec<OutputRecord>>],
+    slots: &[ItemSlot],
     mut candidates: Vec<PathBuf>,
 ) {
     let mut dropped_markers = Vec::new();
@@ -665,11 +731,12 @@ fn remove_orphans(
     if candidates.is_empty() && dropped_markers.is_empty() {
         return;
     }
-    let kept: HashSet<&Path> = produced
+    // What every item's marker lists now (read again: rare, and never all kept at once
+    // otherwise).
+    let kept: HashSet<PathBuf> = slots
         .iter()
-        .flatten()
-        .flatten()
-        .map(|r| r.path.as_path())
+        .filter_map(|s| s.read_marker(workspace))
+        .flat_map(|m| m.outputs.into_iter().map(|r| r.path))
         .collect();
     for orphan in candidates.iter().filter(|p| !kept.contains(p.as_path())) {
         let _ = std::fs::remove_file(orphan);
