@@ -41,6 +41,7 @@ pub const KEYS: &[&str] = &[
     "recursive",
     "settle-seconds",
     "embed-measurements",
+    "grey-vignettes",
     "blanks",
     "sample-sheet",
     "depth-from-name",
@@ -92,6 +93,8 @@ pub struct Config {
     pub settle_seconds: Option<u64>,
     /// `false` = `--no-embed-measurements`.
     pub embed_measurements: Option<bool>,
+    /// `--grey-vignettes`.
+    pub grey_vignettes: Option<bool>,
     /// `--blanks`: one of [`BLANKS_VALUES`].
     pub blanks: Option<String>,
     /// `--sample-sheet`.
@@ -941,6 +944,7 @@ mod tests {
             recursive,
             settle_seconds,
             embed_measurements,
+            grey_vignettes,
             blanks,
             sample_sheet,
             depth_from_name,
@@ -966,6 +970,7 @@ mod tests {
         assert!(recursive.is_some());
         assert!(settle_seconds.is_some());
         assert!(embed_measurements.is_some());
+        assert!(grey_vignettes.is_some());
         assert!(blanks.is_some());
         assert!(sample_sheet.is_some());
         assert!(depth_from_name.is_some());

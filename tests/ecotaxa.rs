@@ -580,3 +580,74 @@ fn an_edited_manifest_cannot_point_outside_the_vignettes() {
     assert!(errors.contains("manifest.csv:2"), "{errors}");
     assert!(errors.contains("../metadata.csv"), "{errors}");
 }
+
+/// `grey`: the bundled session's pages are RGB with equal channels, so every vignette and
+/// PNG is 8-bit grey, holds the RGB one's pixels (its first channel, and the other two are
+/// equal to it) and its EXIF, in fewer bytes.
+#[test]
+fn grey_vignettes_hold_the_same_pixels_and_exif_in_fewer_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = copy_fixture(dir.path(), POSITIONED);
+    let rgb_session = session(&input, &dir.path().join("rgb"));
+    let grey_session = session(&input, &dir.path().join("grey"));
+    let rgb = export_task(&rgb_session, DecollageOptions::default());
+    let grey = export_task(
+        &grey_session,
+        DecollageOptions {
+            grey: true,
+            ..DecollageOptions::default()
+        },
+    );
+    run_export(&rgb);
+    run_export(&grey);
+    let manifest = manifest(&rgb_session);
+    assert_eq!(manifest.len(), 102);
+    // Bytes of TIFFs, then of PNGs: (RGB, grey).
+    let mut bytes = [(0, 0); 2];
+    for entry in &manifest {
+        let id = &entry["particle_id"];
+        let png = format!("{POSITIONED}_{id}.png");
+        for (kind, (rgb_file, grey_file)) in [
+            (
+                rgb_session.vignettes_dir().join(&entry["file"]),
+                grey_session.vignettes_dir().join(&entry["file"]),
+            ),
+            (rgb.images_dir().join(&png), grey.images_dir().join(&png)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let decode_any = |path: &Path| {
+                if path.extension().is_some_and(|e| e == "png") {
+                    decode_png(path)
+                } else {
+                    decode(path)
+                }
+            };
+            let (w, h, channels, pixels) = decode_any(&rgb_file);
+            let (gw, gh, grey_channels, grey_pixels) = decode_any(&grey_file);
+            assert_eq!((channels, grey_channels), (3, 1), "particle {id}");
+            assert_eq!((w, h), (gw, gh), "particle {id}");
+            assert!(pixels.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+            let first: Vec<u8> = pixels.chunks(3).map(|p| p[0]).collect();
+            assert!(first == grey_pixels, "particle {id}: pixels differ");
+            assert_eq!(
+                tag_values(&exif_of(&rgb_file)),
+                tag_values(&exif_of(&grey_file)),
+                "particle {id}"
+            );
+            let (rgb_size, grey_size) = (
+                std::fs::metadata(&rgb_file).unwrap().len(),
+                std::fs::metadata(&grey_file).unwrap().len(),
+            );
+            assert!(grey_size < rgb_size, "particle {id}");
+            bytes[kind].0 += rgb_size;
+            bytes[kind].1 += grey_size;
+        }
+    }
+    eprintln!("TIFF and PNG bytes, RGB and grey: {bytes:?}");
+    // The pixels take a third; the EXIF and measurements, the same in both, do not shrink.
+    let [(rgb_tiff, grey_tiff), (rgb_png, grey_png)] = bytes;
+    assert!(grey_tiff * 10 < rgb_tiff * 6, "{bytes:?}");
+    assert!(grey_png < rgb_png, "{bytes:?}");
+}

@@ -452,6 +452,7 @@ pub fn run_task(
         job: std::env::var("SLURM_ARRAY_JOB_ID")
             .ok()
             .map(|array| format!("{array}_{task}")),
+        peak_rss_kib: peak_rss_kib(),
         sessions: outcomes
             .into_iter()
             .map(|o| SessionLine {
@@ -464,6 +465,16 @@ pub fn run_task(
     };
     submission.write_report(&report)?;
     Ok(report)
+}
+
+/// This process's peak resident set so far, in KiB (Linux's `VmHWM`): what a task asks of
+/// `--memory`, recorded in its report.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// This machine's name, for the tasks' reports and logs.
@@ -658,6 +669,7 @@ pub fn collect(
     options: &PassOptions,
     runner: &Runner,
 ) -> Result<serde_json::Value, BatchError> {
+    let started_at = Utc::now().to_rfc3339();
     let mut finished = Vec::new();
     for (folder, tasks) in submission.plan.split_sessions() {
         let unfinished: Vec<String> = tasks
@@ -706,7 +718,9 @@ pub fn collect(
     let summary = serde_json::json!({
         "submission": view.id,
         "round": view.rounds,
+        "started_at": started_at,
         "finished_at": Utc::now().to_rfc3339(),
+        "peak_rss_kib": peak_rss_kib(),
         "totals": totals,
         "to_redo": view.to_redo(),
         "tasks": view.tasks,

@@ -130,6 +130,9 @@ pub struct TaskReport {
     pub host: String,
     /// The scheduler's job id of the task, if it ran under one.
     pub job: Option<String>,
+    /// The task's peak memory (resident set), in KiB, where the system tells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kib: Option<u64>,
     pub sessions: Vec<SessionLine>,
 }
 

@@ -188,6 +188,11 @@ pub struct TaskArgs {
     /// (neither written nor uploaded; still listed and counted).
     #[arg(long, value_name = "POLICY", default_value = "flag", value_parser = blank_policy())]
     pub blanks: BlankPolicy,
+    /// Cut the vignettes of a page whose three channels are equal everywhere (as the
+    /// FlowCam's pages are) as 8-bit grey: the same pixels in a third of the bytes, TIFF
+    /// and EcoTaxa PNG. A page in colour keeps its colour.
+    #[arg(long)]
+    pub grey_vignettes: bool,
     /// A CSV of sample facts by session folder name (session, latitude, longitude,
     /// sample_date, depth_m, station, sample_id); it takes precedence over the folder
     /// name and the .ctx.
@@ -755,6 +760,11 @@ fn merge_tasks(args: &mut TaskArgs, m: &ArgMatches, config: &Config) {
     {
         args.no_embed_measurements = !v;
     }
+    if !from_user(m, "grey_vignettes")
+        && let Some(v) = config.grey_vignettes
+    {
+        args.grey_vignettes = v;
+    }
     if !from_user(m, "sample_sheet") && config.sample_sheet.is_some() {
         args.sample_sheet = config.sample_sheet.clone();
     }
@@ -819,6 +829,7 @@ fn options(args: &TaskArgs) -> PipelineOptions {
         decollage: DecollageOptions {
             embed_measurements: !args.no_embed_measurements,
             blanks: args.blanks,
+            grey: args.grey_vignettes,
         },
         extract: ExtractOptions {
             sample_sheet: args.sample_sheet.clone(),

@@ -163,6 +163,19 @@ impl Collage {
     }
 
     /// The pixels of the rectangle, or `None` if it does not lie wholly inside the page.
+    /// Whether every pixel of a colour page has its channels equal (a grey image stored as
+    /// RGB, as the FlowCam stores its pages): then one channel holds all of it.
+    pub fn channels_equal(&self) -> bool {
+        match self.format {
+            PixelFormat::Gray8 => true,
+            PixelFormat::Rgb8 => self
+                .pixels
+                .chunks_exact(3)
+                .all(|p| p[0] == p[1] && p[1] == p[2]),
+            PixelFormat::Rgba8 => false,
+        }
+    }
+
     pub fn crop(&self, x: u32, y: u32, w: u32, h: u32) -> Option<Vec<u8>> {
         if !self.contains(x, y, w, h) {
             return None;

@@ -7,9 +7,9 @@
 //! alone; the others keep their vignettes, so a rerun after the fix does only the rest.
 
 use crate::engine::{Digest, Item, Parameters, Plan, Staging, Task, TaskRef};
-use crate::flowcam::Collage;
 use crate::flowcam::lst::{Field, FieldType, check_plain_file_name, parse_timestamp};
 use crate::flowcam::vignette;
+use crate::flowcam::{Collage, PixelFormat};
 use crate::tasks::Session;
 use crate::tasks::extract_metadata::{SessionRecord, SessionTags};
 use crate::tasks::manifest::{Manifest, ManifestRow};
@@ -31,6 +31,11 @@ pub struct DecollageOptions {
     pub embed_measurements: bool,
     /// What becomes of the vignettes `session.json` names blank.
     pub blanks: BlankPolicy,
+    /// Cut the vignettes of a page whose three channels are equal everywhere as 8-bit grey:
+    /// the same pixels in a third of the bytes (TIFF and EcoTaxa PNG). Off by default: the
+    /// vignettes already made and uploaded stay as they are (and downstream tools that
+    /// expect three channels keep them).
+    pub grey: bool,
 }
 
 impl Default for DecollageOptions {
@@ -38,6 +43,7 @@ impl Default for DecollageOptions {
         DecollageOptions {
             embed_measurements: true,
             blanks: BlankPolicy::Flag,
+            grey: false,
         }
     }
 }
@@ -124,7 +130,7 @@ impl Task for DecollageImages {
     }
 
     fn parameters(&self) -> Parameters {
-        Parameters::from([
+        let mut parameters = Parameters::from([
             (
                 "session".to_string(),
                 self.session.input.display().to_string(),
@@ -138,7 +144,12 @@ impl Task for DecollageImages {
                 "blanks".to_string(),
                 self.options.blanks.as_str().to_string(),
             ),
-        ])
+        ]);
+        // Only when on: the stamps of every session made before it existed stay valid.
+        if self.options.grey {
+            parameters.insert("grey".to_string(), "true".to_string());
+        }
+        parameters
     }
 
     fn requires(&self) -> Vec<TaskRef> {
@@ -426,6 +437,14 @@ impl Plan for Pages<'_> {
         );
         let session = &self.task.session;
         let collage = Collage::open(&session.input.join(collage_file), &session.input)?;
+        let grey = self.task.options.grey
+            && collage.format != PixelFormat::Gray8
+            && collage.channels_equal();
+        let format = if grey {
+            PixelFormat::Gray8
+        } else {
+            collage.format
+        };
         let rows = self.page_rows(page)?;
         let c = &self.columns;
         let mut outside = Vec::new();
@@ -469,9 +488,13 @@ impl Plan for Pages<'_> {
             if blank && skip_blanks {
                 continue;
             }
-            let pixels = collage
+            let mut pixels = collage
                 .crop(x, y, w, h)
                 .context("a checked rectangle left the page")?;
+            if grey {
+                let channels = collage.format.channels();
+                pixels = pixels.chunks_exact(channels).map(|p| p[0]).collect();
+            }
             let time = c.timestamp.and_then(|t| parse_timestamp(&row[t]));
             let taken = time.map(|t| t.date_time.format("%Y:%m:%d %H:%M:%S").to_string());
             description.clear();
@@ -490,7 +513,7 @@ impl Plan for Pages<'_> {
                 taken.as_deref(),
                 time.and_then(|t| t.fraction),
             );
-            let bytes = vignette::encode(&pixels, w, h, collage.format, &tags)
+            let bytes = vignette::encode(&pixels, w, h, format, &tags)
                 .with_context(|| format!("particle {}: encoding vignette", &row[c.id]))?;
             out.write(self.vignette_path(row), &bytes)?;
             sizes.push((i, bytes.len() as u64));
@@ -669,6 +692,7 @@ pub(super) const ENTRY: TaskEntry = TaskEntry {
                 .text("blanks")
                 .and_then(|b| b.parse().ok())
                 .unwrap_or_default(),
+            grey: bridge.flag("grey"),
         };
         Ok(Arc::new(DecollageImages::new(
             session,
