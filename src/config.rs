@@ -532,6 +532,7 @@ mod tests {
             recursive = true
             settle-seconds = 30
             embed-measurements = false
+            grey-vignettes = true
             blanks = "skip"
             sample-sheet = "/data/samples.csv"
             depth-from-name = false
@@ -561,6 +562,7 @@ mod tests {
                 recursive: Some(true),
                 settle_seconds: Some(30),
                 embed_measurements: Some(false),
+                grey_vignettes: Some(true),
                 blanks: Some("skip".into()),
                 sample_sheet: Some(PathBuf::from("/data/samples.csv")),
                 depth_from_name: Some(false),
