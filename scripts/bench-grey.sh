@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Bytes per session with RGB and with grey vignettes (a benchmark, not a test: figures
-# only): the real 8,976-particle session of ../shared/fixtures (or the bundled one), run
-# with --ecotaxa both ways; the TIFFs, the EcoTaxa PNGs and the zip, in bytes and per
-# vignette.
+# only): SESSION, by default the real 8,976-particle session of ../shared/fixtures (or the
+# bundled one), run with --ecotaxa both ways; the TIFFs, the EcoTaxa PNGs and the zip, in
+# bytes and per vignette.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin flowcam-pipeline
 bin=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/flowcam-pipeline
-session=../shared/fixtures/flowcam/19_10_Tank25_blanksremoved
+session=${1:-../shared/fixtures/flowcam/19_10_Tank25_blanksremoved}
 [ -d "$session" ] || session=fixtures/19_10_Tank25_blanksremoved
 session=$(cd "$session" && pwd)
 name=$(basename "$session")

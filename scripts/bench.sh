@@ -21,8 +21,15 @@
 # Then the dashboard (scripts/bench-serve.sh): page and gallery times cold and warm, and
 # /api/sessions over 200 sessions under 64 concurrent clients.
 #
-# Last, submit (scripts/bench-submit.sh): its overhead for 200 sessions, a pass over 200
+# Then submit (scripts/bench-submit.sh): its overhead for 200 sessions, a pass over 200
 # complete sessions, and the local executor, against a single-node SLURM.
+#
+# Then bytes per session with RGB and grey vignettes (scripts/bench-grey.sh).
+#
+# Last, one session of 1,000,000 particles on 1,000 pages (scripts/bench-split.sh): run
+# locally (time, peak RSS), then as 8 shares of its pages on the single-node SLURM (time
+# and peak RSS per task, the collect job's); about 15 minutes and 10 GB of disk, so
+# SPLIT=0 leaves it out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 session=${1:-../shared/fixtures/flowcam/19_10_Tank25_blanksremoved}
@@ -161,3 +168,11 @@ scripts/bench-serve.sh "$session"
 
 # The cost of submit (SLURM, and the local executor): its own script, with its own figures.
 scripts/bench-submit.sh
+
+# Bytes per session, RGB against grey vignettes.
+scripts/bench-grey.sh "$session"
+
+# A million particles, locally and split by pages across array tasks.
+if [ "${SPLIT:-1}" != 0 ]; then
+  scripts/bench-split.sh
+fi

@@ -102,6 +102,12 @@ fn outcome<'a>(view: &'a Value, session: &str) -> &'a str {
         .unwrap_or("not run")
 }
 
+/// The last run report of `session` under `out`.
+fn last_report(dir: &Path, session: &str) -> Value {
+    let path = dir.join("out").join(session).join("run-report.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 fn runs(dir: &Path, session: &str) -> usize {
     std::fs::read_dir(dir.join("out").join(session).join("runs"))
         .map(|e| e.count())
@@ -474,16 +480,8 @@ fn a_session_split_by_pages_equals_a_local_run_byte_for_byte() {
         assert!(&split[path] == bytes, "{} differs", path.display());
     }
     // The collect job's run found every page done by the shares.
-    let report: Value = serde_json::from_slice(
-        &std::fs::read(dir.join("out").join(&name).join("run-report.json")).unwrap(),
-    )
-    .unwrap();
-    let decollage = report["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "DecollageImages")
-        .unwrap();
+    let report = last_report(dir, &name);
+    let decollage = common::task(&report, "DecollageImages");
     assert_eq!(decollage["items"]["ran"], 0, "{report:#}");
     assert_eq!(decollage["items"]["skipped"], 7, "{report:#}");
     let status = common::status_json(&dir.join("root"), &dir.join("out"));
@@ -491,4 +489,75 @@ fn a_session_split_by_pages_equals_a_local_run_byte_for_byte() {
     let text_jobs = ok(flowcam(dir, &["jobs", &id, "-o", "out"]));
     assert!(text_jobs.contains("pages 4-6"), "{text_jobs}");
     assert!(text_jobs.contains("finished"), "{text_jobs}");
+}
+
+/// A task killed by SLURM's time limit (one minute, the least SLURM takes) resumes on
+/// `resubmit`: the pages it finished before the kill are not cut again. The session is
+/// large enough that one core of this debug build needs well over a minute for it.
+#[test]
+fn a_task_killed_by_its_time_limit_resumes_on_resubmit_without_redoing_pages() {
+    require_slurm();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let pages = 200;
+    let session = SyntheticSession {
+        particles: 100_000,
+        pages,
+        prefix: "Long".into(),
+        page_width: 1024,
+        ..SyntheticSession::default()
+    }
+    .write(&dir.join("root"))
+    .unwrap();
+    let name = session.file_name().unwrap().to_string_lossy().into_owned();
+    let submitted = ok(flowcam(
+        dir,
+        &[
+            "submit",
+            "-d",
+            "root",
+            "-o",
+            "out",
+            "--settle-seconds",
+            "0",
+            "--no-upload",
+            "--cores",
+            "1",
+            "--time",
+            "1",
+        ],
+    ));
+    let id = submission_id(&submitted);
+    let view = collected(dir, &id);
+    assert_eq!(view["tasks"][0]["state"], "timeout", "{view:#}");
+    let markers = dir
+        .join("out")
+        .join(&name)
+        .join(".state")
+        .join("DecollageImages.items");
+    let done = std::fs::read_dir(&markers).map_or(0, |e| e.count());
+    assert!(
+        done > 0 && done < pages,
+        "{done} of {pages} pages done before the time limit: the test needs a kill mid-run"
+    );
+    let text_jobs = ok(flowcam(dir, &["jobs", &id, "-o", "out"]));
+    assert!(text_jobs.contains("to redo: tasks 0"), "{text_jobs}");
+
+    // Resubmitted with more time, it does only the pages left.
+    let resubmitted = ok(flowcam(
+        dir,
+        &["resubmit", &id, "-o", "out", "--time", "00:30:00"],
+    ));
+    assert!(resubmitted.contains(&id), "{resubmitted}");
+    let view = collected(dir, &id);
+    assert_eq!(view["tasks"][0]["state"], "completed", "{view:#}");
+    assert_eq!(outcome(&view, &name), "ran", "{view:#}");
+    let report = last_report(dir, &name);
+    let decollage = common::task(&report, "DecollageImages");
+    assert_eq!(decollage["items"]["skipped"], done, "{report:#}");
+    assert_eq!(decollage["items"]["ran"], pages - done, "{report:#}");
+    let vignettes = std::fs::read_dir(dir.join("out").join(&name).join("vignettes"))
+        .unwrap()
+        .count();
+    assert_eq!(vignettes, 100_000);
 }

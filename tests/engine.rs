@@ -1477,3 +1477,40 @@ fn the_stop_flag_ends_the_run_interrupted_and_a_rerun_resumes_the_rest() {
         ["item-2", "item-3", "item-4", "item-5", "item-6"]
     );
 }
+
+/// A share runs only its items and leaves the task unfinished (no manifest, no stamp);
+/// shares together cover the items, and the run over the whole task then runs none of
+/// them again and finishes it.
+#[test]
+fn shares_run_only_their_items_and_a_whole_run_finishes_the_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let batch = BatchFixture::new(tmp.path());
+    let runner = runner();
+    let task: TaskRef = Arc::new(batch.task(None, None));
+    let probe = batch.task(None, None);
+    for (items, keys) in [(0..2, &KEYS[..2]), (2..usize::MAX, &KEYS[2..])] {
+        let share = Share {
+            task: task.id(),
+            items,
+        };
+        let report = runner.run_share(&task, &share).unwrap();
+        let counts = &report.task("Batch").unwrap().items;
+        assert_eq!((counts.total, counts.ran), (keys.len(), keys.len()));
+        assert_eq!(batch.take_calls(), keys);
+        assert!(
+            !probe.manifest().exists(),
+            "a share does not finish the task"
+        );
+        assert!(
+            !stamp_path(&probe).exists(),
+            "a share does not stamp the task"
+        );
+    }
+    assert_eq!(batch.markers(), KEYS.len());
+    let report = runner.run(&task).unwrap();
+    let counts = &report.task("Batch").unwrap().items;
+    assert_eq!((counts.ran, counts.skipped), (0, KEYS.len()));
+    assert!(batch.take_calls().is_empty());
+    assert!(probe.manifest().exists());
+    assert!(stamp_path(&probe).exists());
+}

@@ -312,6 +312,12 @@ impl Submission {
         self.dir.join("summary.json")
     }
 
+    /// Changes the resources the next rounds ask for (`resubmit --time`, `--memory`).
+    pub fn set_resources(&mut self, resources: Resources) -> io::Result<()> {
+        self.plan.resources = resources;
+        write_json(&self.dir.join("plan.json"), &self.plan)
+    }
+
     /// The collect step's summary, once written.
     pub fn summary(&self) -> Option<serde_json::Value> {
         read_json(&self.summary_path()).ok()

@@ -51,6 +51,18 @@ pub struct SubmitArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ResubmitArgs {
+    #[command(flatten)]
+    pub target: SubmissionArgs,
+    /// Wall time per array task from now on (a task killed by its time limit needs more).
+    #[arg(long, value_name = "TIME")]
+    pub time: Option<String>,
+    /// Memory per array task from now on (a task killed for its memory needs more).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct SubmissionArgs {
     /// A submission's id (or its folder).
     pub submission: String,
@@ -264,22 +276,7 @@ pub fn jobs(args: &JobsArgs) -> u8 {
             println!("  collect   {job:<12} {}", state_text(state));
         }
         for line in &view.finished {
-            let outcome = serde_json::to_value(&line.outcome).unwrap_or_default();
-            println!(
-                "  finished  {}: {}{}",
-                line.folder.display(),
-                outcome["state"].as_str().unwrap_or_default(),
-                outcome["errors"]
-                    .as_array()
-                    .map(|e| format!(
-                        ": {}",
-                        e.iter()
-                            .filter_map(|e| e.as_str())
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    ))
-                    .unwrap_or_default()
-            );
+            println!("  finished  {}", line_text(line));
         }
         let redo = view.to_redo();
         if !redo.is_empty() && !view.active() {
@@ -296,6 +293,23 @@ pub fn jobs(args: &JobsArgs) -> u8 {
     exit::OK
 }
 
+/// `FOLDER: STATE[: ERRORS]`, what became of a session.
+fn line_text(line: &batch::SessionLine) -> String {
+    let outcome = serde_json::to_value(&line.outcome).unwrap_or_default();
+    let errors = outcome["errors"]
+        .as_array()
+        .map(|e| {
+            let errors: Vec<&str> = e.iter().filter_map(|e| e.as_str()).collect();
+            format!(": {}", errors.join("; "))
+        })
+        .unwrap_or_default();
+    format!(
+        "{}: {}{errors}",
+        line.folder.display(),
+        outcome["state"].as_str().unwrap_or_default()
+    )
+}
+
 /// `pages 1-125` (counted from 1), or `pages 876-` for the last share.
 fn pages_text(share: &batch::PageShare) -> String {
     match share.end {
@@ -304,11 +318,21 @@ fn pages_text(share: &batch::PageShare) -> String {
     }
 }
 
-pub fn resubmit(args: &SubmissionArgs) -> u8 {
-    let submission = match open(&args.output_directory, &args.submission) {
+pub fn resubmit(args: &ResubmitArgs) -> u8 {
+    let mut submission = match open(&args.target.output_directory, &args.target.submission) {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let mut resources = submission.plan.resources.clone();
+    if let Some(time) = &args.time {
+        resources.time = Some(time.clone());
+    }
+    if let Some(memory) = &args.memory {
+        resources.memory = Some(memory.clone());
+    }
+    if let Err(e) = submission.set_resources(resources) {
+        return print_error(&e.into());
+    }
     match batch::resubmit(&submission) {
         Ok(None) => {
             println!(
@@ -486,22 +510,7 @@ pub fn batch_task(args: &BatchTaskArgs) -> u8 {
     };
     let mut failed = false;
     for line in &report.sessions {
-        let outcome = serde_json::to_value(&line.outcome).unwrap_or_default();
-        println!(
-            "{}: {}{}",
-            line.folder.display(),
-            outcome["state"].as_str().unwrap_or_default(),
-            outcome["errors"]
-                .as_array()
-                .map(|e| format!(
-                    ": {}",
-                    e.iter()
-                        .filter_map(|e| e.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ))
-                .unwrap_or_default()
-        );
+        println!("{}", line_text(line));
         failed |= matches!(line.outcome, crate::pass::Outcome::Failed { .. });
     }
     match interrupt.exit_code() {
@@ -534,6 +543,11 @@ pub fn batch_collect(args: &BatchTaskArgs) -> u8 {
                 chrono::Utc::now().to_rfc3339()
             );
             println!("{}", summary["totals"]);
+            let finished: Vec<batch::SessionLine> =
+                serde_json::from_value(summary["finished"].clone()).unwrap_or_default();
+            for line in &finished {
+                println!("finished {}", line_text(line));
+            }
             exit::OK
         }
         Err(e) => print_error(&e),

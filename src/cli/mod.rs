@@ -86,7 +86,7 @@ pub enum Command {
     /// its sessions, and the collect job.
     Jobs(batch::JobsArgs),
     /// Submit again the tasks of a submission whose sessions failed or never ran.
-    Resubmit(batch::SubmissionArgs),
+    Resubmit(batch::ResubmitArgs),
     /// Cancel what of a submission is queued or running.
     Cancel(batch::SubmissionArgs),
     /// One array task of a submission (what the scheduler runs).

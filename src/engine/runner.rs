@@ -383,11 +383,11 @@ impl Runner {
         let outcomes = self.run_items(task, plan.as_ref(), &items, &slots, &todo);
         let mut errors: Vec<String> = Vec::new();
         let mut replaced: Vec<PathBuf> = Vec::new();
-        for (&index, outcome) in todo.iter().zip(outcomes) {
+        for outcome in outcomes {
             match outcome {
-                ItemOutcome::Done(outputs) => {
+                ItemOutcome::Done(no_longer) => {
                     counts.ran += 1;
-                    replaced.extend(produced_no_longer(&slots[index].previous, &outputs));
+                    replaced.extend(no_longer);
                 }
                 ItemOutcome::NotAttempted => counts.not_attempted += 1,
                 ItemOutcome::Failed(e) | ItemOutcome::Stopped(e) => {
@@ -634,8 +634,10 @@ fn produced_no_longer(before: &Option<Vec<OutputRecord>>, now: &[OutputRecord]) 
 }
 
 enum ItemOutcome {
-    /// Committed; the files it produced, as now on disk.
-    Done(Vec<OutputRecord>),
+    /// Committed; the files it produced before and no longer does (its marker lists the
+    /// ones it did: every item's records kept until the task ends would be a million paths
+    /// for a million files).
+    Done(Vec<PathBuf>),
     Failed(String),
     /// Failed with [`crate::engine::StopTask`]: no further items start.
     Stopped(String),
@@ -665,7 +667,7 @@ fn run_item(
         }
     }
     match commit_item(staging, item, slot, workspace) {
-        Ok(outputs) => ItemOutcome::Done(outputs),
+        Ok(outputs) => ItemOutcome::Done(produced_no_longer(&slot.previous, &outputs)),
         Err(e) => ItemOutcome::Failed(e),
     }
 }
