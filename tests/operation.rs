@@ -359,7 +359,7 @@ fn every_declared_parameter_rule_is_enforced_with_its_exact_message() {
         "parameter `upload-concurrency` must be between 1 and 1024, got 1025",
         "parameter `verify-remote` must be a boolean (true or false), got \"yes\"",
         "parameter `colour` is not declared for ReadMetadata (declared: none)",
-        "parameter `colour` is not declared for DecollageImages (declared: embed-measurements, blanks)",
+        "parameter `colour` is not declared for DecollageImages (declared: embed-measurements, blanks, grey-vignettes)",
     ] {
         assert!(told.contains(message), "{message:?} not in {told:#?}");
     }

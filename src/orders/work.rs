@@ -283,7 +283,7 @@ fn pipeline(folder: &Path, parameters: &Map<String, Value>, env: &Env) -> Ending
                 options.pipeline.decollage.embed_measurements = *b
             }
             ("depth-from-name", Value::Bool(b)) => options.pipeline.extract.depth_from_name = *b,
-            ("grey", Value::Bool(b)) => options.pipeline.decollage.grey = *b,
+            ("grey-vignettes", Value::Bool(b)) => options.pipeline.decollage.grey = *b,
             ("blanks", Value::String(s)) => match s.parse::<BlankPolicy>() {
                 Ok(policy) => options.pipeline.decollage.blanks = policy,
                 Err(e) => return Ending::Failed(vec![format!("parameter `blanks`: {e}")], None),

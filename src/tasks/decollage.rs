@@ -147,7 +147,7 @@ impl Task for DecollageImages {
         ]);
         // Only when on: the stamps of every session made before it existed stay valid.
         if self.options.grey {
-            parameters.insert("grey".to_string(), "true".to_string());
+            parameters.insert("grey_vignettes".to_string(), "true".to_string());
         }
         parameters
     }
@@ -692,7 +692,7 @@ pub(super) const ENTRY: TaskEntry = TaskEntry {
                 .text("blanks")
                 .and_then(|b| b.parse().ok())
                 .unwrap_or_default(),
-            grey: bridge.flag("grey"),
+            grey: bridge.flag("grey-vignettes"),
         };
         Ok(Arc::new(DecollageImages::new(
             session,
