@@ -35,13 +35,18 @@ pub fn log_path(session_out: &Path) -> PathBuf {
 /// failure), in its history and log; a run that found everything complete changes
 /// neither, so cron's no-op passes do not push real runs out of the history.
 pub fn record(session_out: &Path, report: &RunReport) -> io::Result<()> {
+    // The shares of a session split across array tasks end side by side: one record at a
+    // time (a lock on the folder of runs), or they would write through each other's
+    // temporaries and appends.
+    let runs = runs_dir(session_out);
+    std::fs::create_dir_all(&runs)?;
+    let folder = std::fs::File::open(&runs)?;
+    folder.lock()?;
     let json = serde_json::to_vec_pretty(report).expect("report serializes");
     write_file(&report_path(session_out), &json)?;
     if !report.did_work() {
         return Ok(());
     }
-    let runs = runs_dir(session_out);
-    std::fs::create_dir_all(&runs)?;
     // RFC 3339 times sort as text; ':' is kept out of file names for other systems' sake.
     let name = format!("{}.json", report.started_at.replace(':', ""));
     write_file(&runs.join(name), &json)?;

@@ -523,13 +523,24 @@ impl SubmissionView {
     /// Tasks whose sessions failed, or which never ended (killed, out of time, cancelled)
     /// and are not queued or running.
     pub fn to_redo(&self) -> Vec<usize> {
+        // A split session the collect step did not finish: its shares again (they find
+        // their pages done), then a collect step that finishes it.
+        let unfinished: Vec<&Path> = self
+            .finished
+            .iter()
+            .filter(|l| !l.succeeded())
+            .map(|l| l.folder.as_path())
+            .collect();
         self.tasks
             .iter()
             .filter(|t| !t.state.active())
             .filter(|t| {
-                t.sessions.iter().any(|s| match &s.outcome {
-                    None => true,
-                    Some(outcome) => !matches!(outcome, Outcome::Complete | Outcome::Ran),
+                t.sessions.iter().any(|s| {
+                    unfinished.contains(&s.folder.as_path())
+                        || match &s.outcome {
+                            None => true,
+                            Some(outcome) => !matches!(outcome, Outcome::Complete | Outcome::Ran),
+                        }
                 })
             })
             .map(|t| t.task)
@@ -670,6 +681,11 @@ pub fn collect(
     runner: &Runner,
 ) -> Result<serde_json::Value, BatchError> {
     let started_at = Utc::now().to_rfc3339();
+    // Finishing never cuts a page again: with `--force`, the shares forced theirs.
+    let finishing = PassOptions {
+        force: false,
+        ..options.clone()
+    };
     let mut finished = Vec::new();
     for (folder, tasks) in submission.plan.split_sessions() {
         let unfinished: Vec<String> = tasks
@@ -678,7 +694,7 @@ pub fn collect(
             .map(usize::to_string)
             .collect();
         let (experiment, outcome) = if unfinished.is_empty() {
-            let done = pass::run_session(&folder, options, runner);
+            let done = pass::run_session(&folder, &finishing, runner);
             (done.experiment, done.outcome)
         } else {
             let reason = format!(

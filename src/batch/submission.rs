@@ -146,12 +146,17 @@ pub struct SessionLine {
     pub outcome: Outcome,
 }
 
+impl SessionLine {
+    /// Whether the session ended complete.
+    pub fn succeeded(&self) -> bool {
+        matches!(self.outcome, Outcome::Complete | Outcome::Ran)
+    }
+}
+
 impl TaskReport {
     /// Whether every session of the task ended complete.
     pub fn succeeded(&self) -> bool {
-        self.sessions
-            .iter()
-            .all(|s| matches!(s.outcome, Outcome::Complete | Outcome::Ran))
+        self.sessions.iter().all(SessionLine::succeeded)
     }
 }
 

@@ -456,7 +456,9 @@ struct Submitted {
     interrupt: Interrupt,
 }
 
-fn submitted(dir: &Path) -> Result<Submitted, u8> {
+/// `collect`: the run finishes sessions whose pages its shares made, never cutting one
+/// again, so `--force` does not apply to it.
+fn submitted(dir: &Path, collect: bool) -> Result<Submitted, u8> {
     let submission = Submission::open(dir).map_err(|e| {
         eprintln!("error: {e}");
         exit::SETUP
@@ -466,6 +468,9 @@ fn submitted(dir: &Path) -> Result<Submitted, u8> {
         exit::SETUP
     })?;
     let mut run = args.run;
+    if collect {
+        run.force = false;
+    }
     if run.workers == 0 {
         run.workers = args.cores as usize;
     }
@@ -494,7 +499,7 @@ pub fn batch_task(args: &BatchTaskArgs) -> u8 {
         options,
         runner,
         interrupt,
-    } = match submitted(&args.submission) {
+    } = match submitted(&args.submission, false) {
         Ok(submitted) => submitted,
         Err(code) => return code,
     };
@@ -527,7 +532,7 @@ pub fn batch_collect(args: &BatchTaskArgs) -> u8 {
         options,
         runner,
         interrupt,
-    } = match submitted(&args.submission) {
+    } = match submitted(&args.submission, true) {
         Ok(submitted) => submitted,
         Err(code) => return code,
     };

@@ -18,6 +18,8 @@ use std::time::Instant;
 pub enum GraphError {
     #[error("dependency cycle: {}", .0.join(" -> "))]
     Cycle(Vec<String>),
+    #[error("no task {0} to share out in this graph")]
+    NoSuchTask(String),
 }
 
 /// Hooks for progress display; every method has a do-nothing default.
@@ -175,6 +177,11 @@ impl Runner {
 
     fn run_with(&self, root: &TaskRef, share: Option<&Share>) -> Result<RunReport, GraphError> {
         let graph = Self::graph(root)?;
+        if let Some(share) = share
+            && !graph.iter().any(|(t, _)| t.id() == share.task)
+        {
+            return Err(GraphError::NoSuchTask(share.task.clone()));
+        }
         let started_at = chrono::Local::now().to_rfc3339();
         let start = Instant::now();
         let mut reports: Vec<TaskReport> = Vec::with_capacity(graph.len());
@@ -203,6 +210,19 @@ impl Runner {
                     TaskState::Blocked
                 };
                 report.reason = Some(format!("requirement {} did not complete", dep.id));
+            } else if let Some(share) = share.filter(|s| s.task != report.id) {
+                // A share runs only its own items: what they need must be complete (run
+                // alone, before), never run here beside the other shares. `--force` does
+                // not apply to it.
+                if own_freshness(task.as_ref(), &self.tool_version) == Freshness::Complete {
+                    report.state = TaskState::AlreadyComplete;
+                } else {
+                    report.state = TaskState::Failed;
+                    report.errors = vec![format!(
+                        "{} is not complete, and a share of {} runs only its items; run again",
+                        report.id, share.task
+                    )];
+                }
             } else {
                 let upstream_ran = deps.iter().any(|&d| reports[d].state == TaskState::Ran);
                 let rerun = task.rerun_reason();
@@ -398,6 +418,13 @@ impl Runner {
                     }
                 }
             }
+        }
+        if let Some(share) = share
+            && !replaced.is_empty()
+        {
+            // Files its items no longer produce: the finishing run removes the ones no item
+            // produces then, as it does its own.
+            write_replaced(&marker_dir, &workspace, share, &replaced).map_err(one)?;
         }
         if markers && share.is_none() {
             // Only now that every item has committed: a file is an orphan only if no item of
@@ -711,6 +738,61 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// no item of this plan produces now: those items stopped producing (`candidates`), and
 /// those of items this plan no longer has (a collage page dropped from the list), whose
 /// markers go too.
+/// The suffix of the files in which shares leave what their items no longer produce.
+const REPLACED: &str = ".replaced";
+
+/// Records, for the finishing run, the files a share's items no longer produce (relative
+/// to the workspace, as markers are).
+fn write_replaced(
+    marker_dir: &Path,
+    workspace: &Path,
+    share: &Share,
+    replaced: &[PathBuf],
+) -> anyhow::Result<()> {
+    let relative: Vec<&Path> = replaced
+        .iter()
+        .filter_map(|p| p.strip_prefix(workspace).ok())
+        .collect();
+    let name = format!(
+        "share-{}-{}{REPLACED}",
+        share.items.start,
+        std::process::id()
+    );
+    let json = serde_json::to_vec(&relative)?;
+    write_file(&marker_dir.join(name), &json)?;
+    Ok(())
+}
+
+/// The files shares recorded as no longer produced, resolved under `workspace` (a path
+/// that would leave it is dropped), and the records themselves.
+fn read_replaced(marker_dir: &Path, workspace: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut files, mut records) = (Vec::new(), Vec::new());
+    let Ok(entries) = std::fs::read_dir(marker_dir) else {
+        return (files, records);
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().ends_with(REPLACED) {
+            continue;
+        }
+        let listed: Vec<PathBuf> = std::fs::read(entry.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        files.extend(
+            listed
+                .into_iter()
+                .filter(|p| {
+                    !p.as_os_str().is_empty()
+                        && p.components()
+                            .all(|c| matches!(c, std::path::Component::Normal(_)))
+                })
+                .map(|p| workspace.join(p)),
+        );
+        records.push(entry.path());
+    }
+    (files, records)
+}
+
 fn remove_orphans(
     marker_dir: &Path,
     workspace: &Path,
@@ -718,7 +800,8 @@ fn remove_orphans(
     slots: &[ItemSlot],
     mut candidates: Vec<PathBuf>,
 ) {
-    let mut dropped_markers = Vec::new();
+    let (from_shares, mut dropped_markers) = read_replaced(marker_dir, workspace);
+    candidates.extend(from_shares);
     if let Ok(entries) = std::fs::read_dir(marker_dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();

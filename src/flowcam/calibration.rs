@@ -93,7 +93,7 @@ pub fn establish<Id: AsRef<str>>(
 }
 
 /// What the pixel size needs of the particles, gathered row by row: each usable ratio
-/// with its `cal_const` and row (24 bytes a particle), and whether the `cal_const`s agree.
+/// with its `cal_const` and row (32 bytes a particle), and whether the `cal_const`s agree.
 /// A million particles' ids would take tens of MB more: the one a warning cites is asked
 /// for by its row.
 #[derive(Debug, Default)]
@@ -107,8 +107,8 @@ pub struct Survey {
 struct Ratio {
     row: usize,
     ratio: f64,
-    /// NaN for none.
-    cal_const: f64,
+    /// As read (a `NaN` read is not none: it disagrees).
+    cal_const: Option<f64>,
 }
 
 impl Survey {
@@ -129,7 +129,7 @@ impl Survey {
             self.ratios.push(Ratio {
                 row,
                 ratio: p / raw,
-                cal_const: w.cal_const.unwrap_or(f64::NAN),
+                cal_const: w.cal_const,
             });
         }
     }
@@ -150,7 +150,7 @@ impl Survey {
             let median = sorted[sorted.len() / 2];
             drop(sorted);
             let disagrees = |r: &Ratio| {
-                !agrees(r.ratio, median) || (!r.cal_const.is_nan() && !agrees(r.cal_const, median))
+                !agrees(r.ratio, median) || r.cal_const.is_some_and(|c| !agrees(c, median))
             };
             let disagreeing = ratios.iter().filter(|r| disagrees(r)).count();
             let agreeing = ratios.len() - disagreeing;
@@ -163,11 +163,10 @@ impl Survey {
                     round4(median),
                     id_of(first.row),
                     first.ratio,
-                    if first.cal_const.is_nan() {
-                        String::new()
-                    } else {
-                        format!(", cal_const {}", first.cal_const)
-                    }
+                    first
+                        .cal_const
+                        .map(|c| format!(", cal_const {c}"))
+                        .unwrap_or_default()
                 ));
             }
             // Proven only when (nearly) every particle agrees; a split session is

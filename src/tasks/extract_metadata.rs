@@ -909,7 +909,13 @@ impl Particles {
         let record = reader
             .records()
             .nth(row)
-            .context("not there any more")?
+            .with_context(|| {
+                format!(
+                    "{}: row {} is not there any more",
+                    self.path.display(),
+                    row + 1
+                )
+            })?
             .with_context(|| self.path.display().to_string())?;
         Ok(record[self.id].to_string())
     }
