@@ -1516,3 +1516,37 @@ fn shares_run_only_their_items_and_a_whole_run_finishes_the_task() {
     assert!(probe.manifest().exists());
     assert!(stamp_path(&probe).exists());
 }
+
+/// A share never runs another task beside the other shares: what its task needs must be
+/// complete, else the share fails naming it, and nothing runs; complete, it is left alone.
+#[test]
+fn a_share_fails_instead_of_running_what_its_task_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chain = Chain::new(tmp.path());
+    let root = chain.graph("upper");
+    let share = Share {
+        task: root.id(),
+        items: 0..1,
+    };
+    let report = runner().run_share(&root, &share).unwrap();
+    assert!(!report.succeeded());
+    let a = report.tasks.iter().find(|t| t.id != root.id()).unwrap();
+    assert_eq!(a.state, TaskState::Failed);
+    assert!(a.errors[0].contains("is not complete"), "{:?}", a.errors);
+    assert_eq!((count(&chain.a_runs), count(&chain.b_runs)), (0, 0));
+
+    runner().run(&chain.a("upper")).unwrap();
+    let report = runner().run_share(&root, &share).unwrap();
+    let a = report.tasks.iter().find(|t| t.id != root.id()).unwrap();
+    assert_eq!(a.state, TaskState::AlreadyComplete);
+    assert_eq!(count(&chain.a_runs), 1);
+    // An unknown task to share out is an error, not a whole run.
+    let unknown = Share {
+        task: "Nobody".into(),
+        items: 0..1,
+    };
+    assert!(matches!(
+        runner().run_share(&root, &unknown),
+        Err(GraphError::NoSuchTask(_))
+    ));
+}
