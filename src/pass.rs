@@ -63,6 +63,13 @@ pub enum Outcome {
     Interrupted,
 }
 
+impl Outcome {
+    /// Whether the session ended complete (already, or by this run).
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Outcome::Complete | Outcome::Ran)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionOutcome {
     pub folder: PathBuf,
@@ -171,31 +178,47 @@ fn clash(folder: &Path, other: &Path, options: &PassOptions) -> SessionOutcome {
     result
 }
 
-/// One session: complete, waiting, busy, or run (with its report kept and, on failure, the
-/// failure command run).
-pub fn run_session(folder: &Path, options: &PassOptions, runner: &Runner) -> SessionOutcome {
-    let _span = tracing::info_span!("session", session = %folder.display()).entered();
+/// The session of `folder` and its outcome so far (complete until told otherwise), or the
+/// outcome of a folder that is no session.
+fn open(
+    folder: &Path,
+    options: &PassOptions,
+) -> Result<(SessionOutcome, Arc<Session>), SessionOutcome> {
     let mut result = SessionOutcome {
         folder: folder.to_path_buf(),
         experiment: None,
         outcome: Outcome::Complete,
         report: None,
     };
-    let session = match Session::new(
+    match Session::new(
         folder,
         &options.output_root,
         options.experiment_name.as_deref(),
     ) {
-        Ok(session) => Arc::new(session),
+        Ok(session) => {
+            result.experiment = Some(session.experiment.clone());
+            Ok((result, Arc::new(session)))
+        }
         Err(e) => {
             result.outcome = Outcome::Failed {
                 errors: vec![e.to_string()],
             };
-            notify_failure(options, &result, None);
-            return result;
+            Err(result)
+        }
+    }
+}
+
+/// One session: complete, waiting, busy, or run (with its report kept and, on failure, the
+/// failure command run).
+pub fn run_session(folder: &Path, options: &PassOptions, runner: &Runner) -> SessionOutcome {
+    let _span = tracing::info_span!("session", session = %folder.display()).entered();
+    let (mut result, session) = match open(folder, options) {
+        Ok(opened) => opened,
+        Err(failed) => {
+            notify_failure(options, &failed, None);
+            return failed;
         }
     };
-    result.experiment = Some(session.experiment.clone());
     let root = pipeline(&session, options);
     let verify = options
         .delivery
@@ -299,26 +322,10 @@ pub fn run_pages(
     runner: &Runner,
 ) -> SessionOutcome {
     let _span = tracing::info_span!("session", session = %folder.display()).entered();
-    let mut result = SessionOutcome {
-        folder: folder.to_path_buf(),
-        experiment: None,
-        outcome: Outcome::Complete,
-        report: None,
+    let (mut result, session) = match open(folder, options) {
+        Ok(opened) => opened,
+        Err(failed) => return failed,
     };
-    let session = match Session::new(
-        folder,
-        &options.output_root,
-        options.experiment_name.as_deref(),
-    ) {
-        Ok(session) => Arc::new(session),
-        Err(e) => {
-            result.outcome = Outcome::Failed {
-                errors: vec![e.to_string()],
-            };
-            return result;
-        }
-    };
-    result.experiment = Some(session.experiment.clone());
     let root = pipeline(&session, options);
     let Some(task) = Runner::graph(&root)
         .ok()
@@ -360,7 +367,7 @@ pub fn run_pages(
         };
         for requirement in &requirements {
             let outcome = conclude(result.clone(), runner.run(requirement), options, &session);
-            if !matches!(outcome.outcome, Outcome::Ran | Outcome::Complete) {
+            if !outcome.outcome.succeeded() {
                 return outcome;
             }
         }

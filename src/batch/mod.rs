@@ -537,10 +537,7 @@ impl SubmissionView {
             .filter(|t| {
                 t.sessions.iter().any(|s| {
                     unfinished.contains(&s.folder.as_path())
-                        || match &s.outcome {
-                            None => true,
-                            Some(outcome) => !matches!(outcome, Outcome::Complete | Outcome::Ran),
-                        }
+                        || !s.outcome.as_ref().is_some_and(Outcome::succeeded)
                 })
             })
             .map(|t| t.task)

@@ -149,7 +149,7 @@ pub struct SessionLine {
 impl SessionLine {
     /// Whether the session ended complete.
     pub fn succeeded(&self) -> bool {
-        matches!(self.outcome, Outcome::Complete | Outcome::Ran)
+        self.outcome.succeeded()
     }
 }
 
