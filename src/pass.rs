@@ -183,7 +183,7 @@ fn clash(folder: &Path, other: &Path, options: &PassOptions) -> SessionOutcome {
 fn open(
     folder: &Path,
     options: &PassOptions,
-) -> Result<(SessionOutcome, Arc<Session>), SessionOutcome> {
+) -> Result<(SessionOutcome, Arc<Session>), Box<SessionOutcome>> {
     let mut result = SessionOutcome {
         folder: folder.to_path_buf(),
         experiment: None,
@@ -203,7 +203,7 @@ fn open(
             result.outcome = Outcome::Failed {
                 errors: vec![e.to_string()],
             };
-            Err(result)
+            Err(Box::new(result))
         }
     }
 }
@@ -216,7 +216,7 @@ pub fn run_session(folder: &Path, options: &PassOptions, runner: &Runner) -> Ses
         Ok(opened) => opened,
         Err(failed) => {
             notify_failure(options, &failed, None);
-            return failed;
+            return *failed;
         }
     };
     let root = pipeline(&session, options);
@@ -324,7 +324,7 @@ pub fn run_pages(
     let _span = tracing::info_span!("session", session = %folder.display()).entered();
     let (mut result, session) = match open(folder, options) {
         Ok(opened) => opened,
-        Err(failed) => return failed,
+        Err(failed) => return *failed,
     };
     let root = pipeline(&session, options);
     let Some(task) = Runner::graph(&root)
