@@ -8,6 +8,13 @@
 //!
 //! Syncing thousands of small files one by one costs about 0.4 ms each here; a batch of
 //! more than [`FSYNC_EACH_LIMIT`] files is instead flushed with one `syncfs` on Linux.
+//!
+//! A batch can instead keep its temporaries in a folder of its own
+//! ([`Staging::in_folder`]), on the same filesystem: then concurrent batches whose targets
+//! share one folder do not queue on that folder's lock while they create files (a new
+//! file's inode is made under its folder's lock); only the renames, which are cheap, meet
+//! there. Measured by `scripts/bench-create.sh`: two writers creating in one folder cost
+//! about 1.6 times the system time of one, the same two staging apart about 0.9 times.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File};
@@ -26,11 +33,24 @@ pub struct Staging {
     targets: HashSet<PathBuf>,
     /// Folders already found to be real folders, not links.
     folders: HashSet<PathBuf>,
+    /// The folder of this batch's temporaries, when not beside their targets.
+    temp_folder: Option<PathBuf>,
+    /// The target of each temporary in `temp_folder`, by name (a second target of the same
+    /// name, in another folder, has its temporary beside it instead).
+    temp_names: std::collections::HashMap<std::ffi::OsString, PathBuf>,
 }
 
 impl Staging {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A batch whose temporaries go into `folder` (created when needed; it must be on the
+    /// filesystem of the targets, for the renames), not beside their targets.
+    pub fn in_folder(folder: PathBuf) -> Self {
+        let mut staging = Self::default();
+        staging.temp_folder = Some(folder);
+        staging
     }
 
     /// Writes `bytes` for `target` (to its temporary; visible only after [`commit`]).
@@ -62,17 +82,17 @@ impl Staging {
         target: PathBuf,
         write: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> io::Result<()> {
-        let temp = temp_path(&target);
-        if let Some(parent) = target.parent()
-            && !self.folders.contains(parent)
-        {
-            check_not_a_link(parent)?;
-            self.folders.insert(parent.to_path_buf());
+        let temp = self.temp_for(&target);
+        for folder in [target.parent(), temp.parent()].into_iter().flatten() {
+            if !self.folders.contains(folder) {
+                check_not_a_link(folder)?;
+                self.folders.insert(folder.to_path_buf());
+            }
         }
         let result = match create_temp(&temp) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent)?;
+                for folder in [target.parent(), temp.parent()].into_iter().flatten() {
+                    fs::create_dir_all(folder)?;
                 }
                 create_temp(&temp)
             }
@@ -96,6 +116,25 @@ impl Staging {
             self.staged.push((temp, target));
         }
         Ok(())
+    }
+
+    /// Where `target`'s temporary goes: this batch's folder, unless a target of the same
+    /// name (in another folder) has its temporary there already.
+    fn temp_for(&mut self, target: &Path) -> PathBuf {
+        let beside = temp_path(target);
+        let (Some(folder), Some(name)) = (&self.temp_folder, beside.file_name()) else {
+            return beside;
+        };
+        let ours = folder.join(name);
+        match self.temp_names.get(name) {
+            Some(other) if other != target => beside,
+            Some(_) => ours,
+            None => {
+                self.temp_names
+                    .insert(name.to_os_string(), target.to_path_buf());
+                ours
+            }
+        }
     }
 
     /// The targets staged so far.
@@ -132,6 +171,10 @@ impl Staging {
         for folder in folders {
             sync_dir(&folder)?;
         }
+        if let Some(folder) = &self.temp_folder {
+            // Empty now, unless something else put a file there: then it stays.
+            let _ = fs::remove_dir(folder);
+        }
         Ok(committed)
     }
 }
@@ -140,6 +183,9 @@ impl Drop for Staging {
     fn drop(&mut self) {
         for (temp, _) in &self.staged {
             let _ = fs::remove_file(temp);
+        }
+        if let Some(folder) = &self.temp_folder {
+            let _ = fs::remove_dir(folder);
         }
     }
 }
@@ -273,6 +319,45 @@ mod tests {
             .filter(|e| is_temp_name(&e.file_name().to_string_lossy()))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_batch_in_its_own_folder_commits_into_the_targets_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let temps = dir.path().join("state/staging/page-1");
+        let mut staging = Staging::in_folder(temps.clone());
+        let (a, b) = (dir.path().join("out/x.tif"), dir.path().join("other/x.tif"));
+        staging.write(&a, b"a").unwrap();
+        staging.write(&b, b"b").unwrap();
+        staging.write(&a, b"a2").unwrap();
+        assert!(
+            temps.join(".x.tif.partial").is_file(),
+            "first x in the folder"
+        );
+        assert!(temp_path(&b).is_file(), "a second x beside its target");
+        assert!(!a.exists() && !b.exists(), "nothing visible before commit");
+        assert_eq!(staging.commit().unwrap(), vec![a.clone(), b.clone()]);
+        assert_eq!(fs::read(&a).unwrap(), b"a2");
+        assert_eq!(fs::read(&b).unwrap(), b"b");
+        assert!(!temps.exists(), "the emptied folder is removed");
+        assert!(!temp_path(&b).exists());
+
+        let mut dropped = Staging::in_folder(temps.clone());
+        dropped.write(dir.path().join("out/y.tif"), b"y").unwrap();
+        drop(dropped);
+        assert!(!temps.exists(), "a dropped batch leaves nothing");
+        assert!(!dir.path().join("out/y.tif").exists());
+    }
+
+    #[test]
+    fn a_batch_folder_that_is_a_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("temps")).unwrap();
+        let mut staging = Staging::in_folder(dir.path().join("temps"));
+        let error = staging.write(dir.path().join("x"), b"x").unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -379,7 +379,7 @@ impl Runner {
             let done = previous.as_ref().is_some_and(|m| {
                 m.digest == slot.digest && m.outputs.iter().all(|o| o.problem().is_none())
             });
-            if self.force || !done {
+            if self.force || !done || plan.must_run(index) {
                 // Kept only for the items that run: what they produced before and no longer
                 // does is removed. A done item's records are read again when needed, so
                 // that a million files' are never all in memory.
@@ -506,6 +506,15 @@ impl Runner {
         // earlier run's, say); the session's lock keeps every other writer out.
         let mut written = stamp::written_folders(task, &[]);
         written.append(&mut folders);
+        let staging_dir = stamp::item_staging_dir(task);
+        if let Err(e) = std::fs::remove_dir_all(&staging_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(vec![format!(
+                "cannot remove the leftovers in {}: {e}",
+                staging_dir.display()
+            )]);
+        }
         for leftover in stamp::temporaries_in(&written) {
             if let Err(e) = std::fs::remove_file(&leftover)
                 && e.kind() != std::io::ErrorKind::NotFound
@@ -559,6 +568,7 @@ impl Runner {
         };
         let stopped_by_item = AtomicBool::new(false);
         let workspace = task.workspace();
+        let staging_dir = stamp::item_staging_dir(task);
         let outcomes = workers::run_all(
             which.len(),
             threads,
@@ -569,7 +579,13 @@ impl Runner {
                     return ItemOutcome::NotAttempted;
                 }
                 let item = &items[index];
-                let outcome = run_item(plan, index, item, &slots[index], &workspace);
+                let staging = match &slots[index].marker {
+                    // Each item stages in a folder of its own: concurrent items whose files
+                    // share a folder do not queue on its lock while creating them.
+                    Some(_) => Staging::in_folder(staging_dir.join(&slots[index].name)),
+                    None => Staging::new(),
+                };
+                let outcome = run_item(plan, index, item, &slots[index], &workspace, staging);
                 if matches!(outcome, ItemOutcome::Stopped(_)) {
                     stopped_by_item.store(true, Ordering::Relaxed);
                 }
@@ -677,8 +693,8 @@ fn run_item(
     item: &Item,
     slot: &ItemSlot,
     workspace: &Path,
+    mut staging: Staging,
 ) -> ItemOutcome {
-    let mut staging = Staging::new();
     let outcome = catch_unwind(AssertUnwindSafe(|| plan.run_item(index, &mut staging)));
     match outcome {
         Ok(Ok(())) => {}

@@ -304,7 +304,8 @@ pub fn check_outputs(task: &dyn Task, stamp: &Stamp) -> OutputCheck {
 }
 
 /// Every folder a task writes: its targets' (a folder target itself), its produced files',
-/// and its own state folders.
+/// its own state folders and the staging folders of its items (which only an interrupted
+/// run leaves).
 pub fn written_folders(task: &dyn Task, produced: &[&Path]) -> BTreeSet<PathBuf> {
     let mut folders = BTreeSet::new();
     for target in task.outputs() {
@@ -325,6 +326,13 @@ pub fn written_folders(task: &dyn Task, produced: &[&Path]) -> BTreeSet<PathBuf>
     }
     folders.insert(task.state_dir());
     folders.insert(item_marker_dir(task));
+    let staging = item_staging_dir(task);
+    for entry in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            folders.insert(entry.path());
+        }
+    }
+    folders.insert(staging);
     folders
 }
 
@@ -360,6 +368,12 @@ pub fn stamp_path(task: &dyn Task) -> PathBuf {
 
 pub fn item_marker_dir(task: &dyn Task) -> PathBuf {
     task.state_dir().join(format!("{}.items", task.name()))
+}
+
+/// Where each item of `task` stages its files before they are committed (a folder per
+/// item, named as its marker).
+pub fn item_staging_dir(task: &dyn Task) -> PathBuf {
+    task.state_dir().join(format!("{}.staging", task.name()))
 }
 
 /// A file name for an item key that is safe on any filesystem and still unique.

@@ -104,6 +104,13 @@ pub trait Plan: Send + Sync {
         true
     }
 
+    /// Whether item `index` must run although its marker says it is done: the plan knows
+    /// something its marker cannot (say, that an object it delivered is no longer at the
+    /// destination).
+    fn must_run(&self, _index: usize) -> bool {
+        false
+    }
+
     /// Items the plan left out of [`Plan::items`] because its own record says they are done
     /// (with [`Plan::item_markers`] false); counted as skipped in the report.
     fn already_done(&self) -> usize {
