@@ -248,6 +248,10 @@ pub struct UploadArgs {
     /// Upload the EcoTaxa zip too (makes it, as --ecotaxa does).
     #[arg(long)]
     pub upload_ecotaxa: bool,
+    /// Cut each vignette and send it to the destination from memory, never writing it
+    /// locally (the tables, manifest and ledger still are). Off by default: see the README.
+    #[arg(long, requires = "s3_bucket", conflicts_with = "no_upload")]
+    pub no_local_vignettes: bool,
     /// The configuration file's endpoint, used when neither --s3-endpoint nor the
     /// environment gives one.
     #[arg(skip)]
@@ -296,6 +300,7 @@ impl UploadArgs {
                 prefix: self.s3_prefix.clone(),
                 verify_remote: self.verify_remote,
                 extra: None,
+                direct: self.no_local_vignettes,
             },
             upload_ecotaxa: self.upload_ecotaxa,
         })

@@ -16,6 +16,9 @@ use crate::tasks::manifest::{Manifest, ManifestRow};
 use crate::tasks::page_rows::{PageIndex, PageRows};
 use crate::tasks::read_metadata::Schema;
 use crate::tasks::registry::TaskEntry;
+use crate::tasks::upload::{
+    Body, Opened, Place, deliver_bodies, session_metadata, vignette_metadata,
+};
 use anyhow::{Context, bail};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
@@ -95,6 +98,24 @@ pub struct DecollageImages {
     /// ExtractMetadata, whose `session.json` gives the particles' classes.
     record: Option<TaskRef>,
     options: DecollageOptions,
+    /// `--no-local-vignettes`: where the vignettes go instead of the `vignettes/` folder.
+    direct: Option<Direct>,
+}
+
+/// Vignettes sent from memory, never written locally (`--no-local-vignettes`).
+///
+/// Each page is an item as before: cut, then sent in request-sized chunks, each chunk
+/// recorded in the upload ledger once the destination confirmed it, and the page's marker
+/// written only when all of them were. A page is done when its marker is fresh *and* the
+/// ledger has every one of its objects, so a lost ledger line (or, with
+/// `--verify-remote`, an object gone from the bucket) makes just that page run again;
+/// objects the ledger already has with the same size and MD5 are not sent twice. The
+/// objects are byte for byte what the local mode writes and UploadToS3 sends, with the
+/// same metadata.
+#[derive(Debug, Clone)]
+pub struct Direct {
+    pub place: Place,
+    pub verify_remote: bool,
 }
 
 impl DecollageImages {
@@ -104,7 +125,14 @@ impl DecollageImages {
             metadata,
             record: None,
             options,
+            direct: None,
         }
+    }
+
+    /// Sends the vignettes to `direct`'s destination instead of writing them locally.
+    pub fn deliver_to(mut self, direct: Direct) -> Self {
+        self.direct = Some(direct);
+        self
     }
 
     /// Reads the particles' classes from ExtractMetadata's `session.json` (the class
@@ -112,6 +140,18 @@ impl DecollageImages {
     pub fn with_record(mut self, extract: TaskRef) -> Self {
         self.record = Some(extract);
         self
+    }
+
+    /// What cuts this session's vignettes again from its collage pages, byte for byte as
+    /// the task made them: for readers of a session whose vignettes were never written
+    /// locally (`--no-local-vignettes`). Reads `metadata.csv` and `session.json` once.
+    pub fn cutter(&self) -> anyhow::Result<Cutter<'_>> {
+        Ok(Cutter(Pages::read(self, false)?))
+    }
+
+    /// Whether the vignettes go to a destination instead of `vignettes/`.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
     }
 
     /// `<experiment>_<particle id>.tif`.
@@ -149,6 +189,16 @@ impl Task for DecollageImages {
         if self.options.grey {
             parameters.insert("grey_vignettes".to_string(), "true".to_string());
         }
+        if let Some(direct) = &self.direct {
+            parameters.insert(
+                "sent_to".to_string(),
+                format!(
+                    "{}, keys {}",
+                    direct.place.destination.describe(),
+                    direct.place.key_prefix()
+                ),
+            );
+        }
         parameters
     }
 
@@ -168,15 +218,25 @@ impl Task for DecollageImages {
     }
 
     fn outputs(&self) -> Vec<PathBuf> {
-        vec![self.session.manifest(), self.session.vignettes_dir()]
+        match self.direct {
+            Some(_) => vec![self.session.manifest()],
+            None => vec![self.session.manifest(), self.session.vignettes_dir()],
+        }
     }
 
     fn state_dir(&self) -> PathBuf {
         self.session.state_dir()
     }
 
+    fn rerun_reason(&self) -> Option<String> {
+        self.direct
+            .as_ref()
+            .filter(|d| d.verify_remote)
+            .map(|_| "--verify-remote asks to check the destination itself".to_string())
+    }
+
     fn prepare(&self) -> anyhow::Result<Box<dyn Plan + '_>> {
-        Ok(Box::new(Pages::read(self)?))
+        Ok(Box::new(Pages::read(self, true)?))
     }
 }
 
@@ -201,6 +261,58 @@ struct Pages<'a> {
     facts: Facts,
     /// Whether the rows have fields named `class` and `blank` of their own (embedded).
     own_fields: (bool, bool),
+    /// Under `--no-local-vignettes`: the destination and what it is known to have.
+    sending: Option<Sending>,
+}
+
+/// The vignettes of a session, cut again from its pages ([`DecollageImages::cutter`]).
+pub struct Cutter<'a>(Pages<'a>);
+
+impl Cutter<'_> {
+    /// The collage pages, in order of first appearance in `metadata.csv`.
+    pub fn collages(&self) -> impl Iterator<Item = &str> {
+        self.0.pages.iter().map(|p| p.collage.as_str())
+    }
+
+    /// The vignettes of the page `collage` as (file name, TIFF bytes), in row order;
+    /// `None` when the session has no such page.
+    pub fn cut_page(&self, collage: &str) -> anyhow::Result<Option<Vec<(String, Vec<u8>)>>> {
+        let Some(index) = self.0.pages.iter().position(|p| p.collage == collage) else {
+            return Ok(None);
+        };
+        let mut vignettes = Vec::new();
+        self.0.cut(index, |_, row, bytes| {
+            let name = self.0.task.vignette_name(&row[self.0.columns.id]);
+            vignettes.push((name, bytes));
+            Ok(())
+        })?;
+        Ok(Some(vignettes))
+    }
+}
+
+/// The destination of a session whose vignettes are not written locally, opened.
+struct Sending {
+    opened: Opened,
+    key_prefix: String,
+    /// The session's object metadata, which every vignette carries first.
+    position: Vec<(String, String)>,
+    /// By page: whether the ledger lacks any of its objects (it must run again).
+    incomplete: Vec<bool>,
+    /// How many objects one `send` carries: enough to keep the destination busy.
+    chunk: usize,
+    /// Objects sent in this run, and those the destination had already.
+    sent: std::sync::atomic::AtomicUsize,
+    unchanged: std::sync::atomic::AtomicUsize,
+}
+
+impl Sending {
+    fn deliver(&self, bodies: Vec<Body>) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (sent, unchanged) = deliver_bodies(&self.opened, bodies)?;
+        self.sent.fetch_add(sent, Relaxed);
+        self.unchanged.fetch_add(unchanged, Relaxed);
+        Ok(())
+    }
 }
 
 /// A vignette size not known from this run.
@@ -271,7 +383,9 @@ struct Columns {
 }
 
 impl<'a> Pages<'a> {
-    fn read(task: &'a DecollageImages) -> anyhow::Result<Pages<'a>> {
+    /// `send`: open the destination of `--no-local-vignettes` (the task itself); a
+    /// [`Cutter`] only reads.
+    fn read(task: &'a DecollageImages, send: bool) -> anyhow::Result<Pages<'a>> {
         let session = &task.session;
         let schema_path = session.metadata_schema();
         let schema: Schema = serde_json::from_slice(
@@ -309,6 +423,13 @@ impl<'a> Pages<'a> {
                 .position(|f| f.name == "timestamp" && f.ty == FieldType::Timestamp),
         };
         let facts = Facts::read(session, task.options.blanks)?;
+        let opened = match &task.direct {
+            Some(direct) if send => Some(direct.place.open(direct.verify_remote)?),
+            _ => None,
+        };
+        let skip_blanks = task.options.blanks == BlankPolicy::Skip;
+        // Pages with an object the ledger lacks (under --no-local-vignettes).
+        let mut lacking: HashSet<String> = HashSet::new();
         // One pass: each page's runs of rows and its digest, as the rows go by.
         let mut index = PageIndex::new(Digest::new().str(&facts.session_digest()));
         let mut record = csv::StringRecord::new();
@@ -327,13 +448,42 @@ impl<'a> Pages<'a> {
             }
             let id = &record[columns.id];
             let blank = facts.is_blank(id);
+            if let (Some(opened), Some(direct)) = (&opened, &task.direct)
+                && !(blank && skip_blanks)
+                // The ledger's record, not what a listing showed: a page is done when the
+                // ledger has every object of it, so that the next run trusts it too.
+                && !opened.ledger.entries().contains_key(&format!(
+                    "{}{}",
+                    direct.place.key_prefix(),
+                    task.vignette_name(id)
+                ))
+            {
+                lacking.insert(record[columns.collage].to_string());
+            }
             digest.update(facts.class(id).unwrap_or_default().as_bytes());
             digest.update(if blank { b"blank" } else { b"" });
             blank_rows += usize::from(blank);
             rows += 1;
         }
         let pages = index.into_pages();
+        let sending = match (opened, &task.direct) {
+            (Some(opened), Some(direct)) => Some(Sending {
+                key_prefix: direct.place.key_prefix().to_string(),
+                position: session_metadata(session)?,
+                incomplete: pages.iter().map(|p| lacking.contains(&p.collage)).collect(),
+                chunk: opened
+                    .destination
+                    .batch_size()
+                    .max(opened.destination.concurrency())
+                    .max(1),
+                opened,
+                sent: Default::default(),
+                unchanged: Default::default(),
+            }),
+            _ => None,
+        };
         Ok(Pages {
+            sending,
             task,
             pages,
             rows,
@@ -367,12 +517,25 @@ impl<'a> Pages<'a> {
         let path = self.vignette_path(row);
         let blank = self.facts.is_blank(&row[c.id]);
         let kept = !(blank && self.task.options.blanks == BlankPolicy::Skip);
-        let bytes = match written {
-            NOT_WRITTEN if !kept => 0,
-            NOT_WRITTEN => std::fs::metadata(&path)
+        let bytes = match (written, &self.sending) {
+            (NOT_WRITTEN, _) if !kept => 0,
+            (NOT_WRITTEN, Some(sending)) => {
+                let key = format!(
+                    "{}{}",
+                    sending.key_prefix,
+                    self.task.vignette_name(&row[c.id])
+                );
+                sending
+                    .opened
+                    .known
+                    .get(&key)
+                    .with_context(|| format!("object {key} is not in the upload ledger"))?
+                    .size
+            }
+            (NOT_WRITTEN, None) => std::fs::metadata(&path)
                 .with_context(|| format!("vignette {} is missing", path.display()))?
                 .len(),
-            bytes => bytes,
+            (bytes, _) => bytes,
         };
         let captured_at = c
             .timestamp
@@ -402,27 +565,14 @@ impl<'a> Pages<'a> {
         })
     }
 
-    fn vignette_path(&self, row: &csv::StringRecord) -> PathBuf {
-        self.task
-            .session
-            .vignettes_dir()
-            .join(self.task.vignette_name(&row[self.columns.id]))
-    }
-}
-
-impl Plan for Pages<'_> {
-    fn items(&self) -> Vec<Item> {
-        self.pages
-            .iter()
-            .map(|page| Item {
-                key: page.collage.clone(),
-                inputs: vec![self.task.session.input.join(&page.collage)],
-                fingerprint: page.fingerprint.clone(),
-            })
-            .collect()
-    }
-
-    fn run_item(&self, index: usize, out: &mut Staging) -> anyhow::Result<()> {
+    /// Cuts page `index` and encodes each of its vignettes, in row order, handing each to
+    /// `each` with the row's index among all rows: the one place a vignette's bytes are
+    /// made, whether they are then written, sent or converted (EcoTaxa, the dashboard).
+    fn cut(
+        &self,
+        index: usize,
+        mut each: impl FnMut(usize, &csv::StringRecord, Vec<u8>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let page = &self.pages[index];
         let collage_file = &page.collage;
         // metadata.csv is ours, but may have been edited: never follow a path out of the
@@ -482,7 +632,6 @@ impl Plan for Pages<'_> {
         let facts = &self.facts;
         let skip_blanks = self.task.options.blanks == BlankPolicy::Skip;
         let mut description = String::new();
-        let mut sizes = Vec::with_capacity(rects.len());
         for (i, row, (x, y, w, h)) in rects {
             let blank = facts.is_blank(&row[c.id]);
             if blank && skip_blanks {
@@ -515,8 +664,63 @@ impl Plan for Pages<'_> {
             );
             let bytes = vignette::encode(&pixels, w, h, format, &tags)
                 .with_context(|| format!("particle {}: encoding vignette", &row[c.id]))?;
-            out.write(self.vignette_path(row), &bytes)?;
+            each(i, row, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn vignette_path(&self, row: &csv::StringRecord) -> PathBuf {
+        self.task
+            .session
+            .vignettes_dir()
+            .join(self.task.vignette_name(&row[self.columns.id]))
+    }
+}
+
+impl Plan for Pages<'_> {
+    fn items(&self) -> Vec<Item> {
+        self.pages
+            .iter()
+            .map(|page| Item {
+                key: page.collage.clone(),
+                inputs: vec![self.task.session.input.join(&page.collage)],
+                fingerprint: page.fingerprint.clone(),
+            })
+            .collect()
+    }
+
+    fn must_run(&self, index: usize) -> bool {
+        self.sending.as_ref().is_some_and(|s| s.incomplete[index])
+    }
+
+    fn run_item(&self, index: usize, out: &mut Staging) -> anyhow::Result<()> {
+        let page = &self.pages[index];
+        let mut sizes = Vec::new();
+        let mut bodies = Vec::new();
+        self.cut(index, |i, row, bytes| {
             sizes.push((i, bytes.len() as u64));
+            match &self.sending {
+                None => out.write(self.vignette_path(row), &bytes)?,
+                Some(sending) => {
+                    let line = self.manifest_row(page, row, bytes.len() as u64)?;
+                    bodies.push(Body {
+                        key: format!("{}{}", sending.key_prefix, line.file),
+                        metadata: vignette_metadata(&sending.position, &line),
+                        body: bytes,
+                        content_type: "image/tiff",
+                        mtime_ns: 0,
+                    });
+                    if bodies.len() >= sending.chunk {
+                        sending.deliver(std::mem::take(&mut bodies))?;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(sending) = &self.sending
+            && !bodies.is_empty()
+        {
+            sending.deliver(bodies)?;
         }
         let mut known = self.sizes.lock().expect("no panics under the lock");
         for (i, bytes) in sizes {
@@ -528,8 +732,12 @@ impl Plan for Pages<'_> {
     fn finish(&self, out: &mut Staging) -> anyhow::Result<()> {
         // A list without particles has no vignettes, but its (empty) folder is a target
         // all the same: without it the task would never be complete.
-        let folder = self.task.session.vignettes_dir();
-        std::fs::create_dir_all(&folder).with_context(|| folder.display().to_string())?;
+        if let Some(sending) = &self.sending {
+            sending.opened.ledger.sync()?;
+        } else {
+            let folder = self.task.session.vignettes_dir();
+            std::fs::create_dir_all(&folder).with_context(|| folder.display().to_string())?;
+        }
         let sizes = self.sizes.lock().expect("no panics under the lock");
         // Streamed, a page at a time: never the whole manifest in memory.
         out.stream(self.task.session.manifest(), |w| {
@@ -551,15 +759,26 @@ impl Plan for Pages<'_> {
     }
 
     fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(sending) = &self.sending {
+            use std::sync::atomic::Ordering::Relaxed;
+            notes.push(format!(
+                "{} vignettes sent from memory, {} already at the destination (none written \
+                 locally)",
+                sending.sent.load(Relaxed),
+                sending.unchanged.load(Relaxed)
+            ));
+        }
         let blanks = self.blank_rows;
         if blanks == 0 {
-            return Vec::new();
+            return notes;
         }
         let what = match self.task.options.blanks {
             BlankPolicy::Skip => "skipped (listed in manifest.csv, not written)",
             _ => "flagged blank",
         };
-        vec![format!("{blanks} of {} particles {what}", self.rows)]
+        notes.push(format!("{blanks} of {} particles {what}", self.rows));
+        notes
     }
 }
 

@@ -25,6 +25,7 @@ use crate::flowcam::vignette::{
     read_resolution,
 };
 use crate::tasks::Session;
+use crate::tasks::decollage::{Cutter, DecollageImages};
 use crate::tasks::extract_metadata::SessionRecord;
 use crate::tasks::manifest::{Manifest, ManifestRow};
 use crate::tasks::read_metadata::Schema;
@@ -115,13 +116,28 @@ const IMAGES: &str = "images";
 pub struct ExportEcoTaxa {
     session: Arc<Session>,
     decollage: TaskRef,
+    /// Under `--no-local-vignettes`: the task whose vignettes are cut again from the
+    /// collage pages, there being no TIFFs to read.
+    pages: Option<Arc<DecollageImages>>,
 }
 
 impl ExportEcoTaxa {
     /// `decollage` is the session's DecollageImages task: its manifest and TIFF vignettes
     /// are what this task reads.
     pub fn new(session: Arc<Session>, decollage: TaskRef) -> ExportEcoTaxa {
-        ExportEcoTaxa { session, decollage }
+        ExportEcoTaxa {
+            session,
+            decollage,
+            pages: None,
+        }
+    }
+
+    /// Reads the vignettes by cutting them again from the collage pages, as `decollage`
+    /// makes them, instead of from `vignettes/` (which `--no-local-vignettes` never
+    /// writes). The PNGs are the same.
+    pub fn cut_from(mut self, decollage: Arc<DecollageImages>) -> ExportEcoTaxa {
+        self.pages = Some(decollage);
+        self
     }
 
     /// `<session output>/ecotaxa/`: the PNGs and the TSV.
@@ -233,6 +249,8 @@ struct Export<'a> {
     image_id: Option<usize>,
     /// ExtractMetadata's `session.json`, when there is one.
     record: Option<SessionRecord>,
+    /// Under `--no-local-vignettes`, what cuts the vignettes from the pages.
+    cutter: Option<Cutter<'a>>,
 }
 
 impl<'a> Export<'a> {
@@ -285,6 +303,10 @@ impl<'a> Export<'a> {
             numeric: measurement_columns(&schema.fields),
             image_id: schema.fields.iter().position(|f| f.name == "image_id"),
             record: SessionRecord::load_for(session)?,
+            cutter: match &task.pages {
+                Some(decollage) => Some(decollage.cutter()?),
+                None => None,
+            },
         })
     }
 
@@ -493,10 +515,14 @@ impl Plan for Export<'_> {
                 }
                 Item {
                     key: collage.clone(),
-                    inputs: indices
-                        .iter()
-                        .map(|&i| self.tiff_path(&self.vignettes[i]))
-                        .collect(),
+                    inputs: match self.cutter {
+                        // The page is what the vignettes are cut from.
+                        Some(_) => vec![self.task.session.input.join(collage)],
+                        None => indices
+                            .iter()
+                            .map(|&i| self.tiff_path(&self.vignettes[i]))
+                            .collect(),
+                    },
                     fingerprint: digest.hex(),
                 }
             })
@@ -504,7 +530,15 @@ impl Plan for Export<'_> {
     }
 
     fn run_item(&self, index: usize, out: &mut Staging) -> anyhow::Result<()> {
-        let (_, indices) = &self.pages[index];
+        let (collage, indices) = &self.pages[index];
+        let mut cut: HashMap<String, Vec<u8>> = match &self.cutter {
+            Some(cutter) => cutter
+                .cut_page(collage)?
+                .with_context(|| format!("metadata.csv has no page {collage}"))?
+                .into_iter()
+                .collect(),
+            None => HashMap::new(),
+        };
         // As the TIFFs have them (their bytes are this item's inputs, so a change reruns it).
         let position = SessionRecord::vignette_position(&self.task.session, self.record.as_ref());
         let serial = self
@@ -515,13 +549,25 @@ impl Plan for Export<'_> {
         let images = self.task.images_dir();
         for &i in indices {
             let v = &self.vignettes[i];
-            let png = to_png(
-                &self.tiff_path(v),
-                &v.captured_at,
-                position.as_ref(),
-                serial,
-            )
-            .with_context(|| format!("particle {}", v.particle_id))?;
+            let (tiff, source) = match &self.cutter {
+                Some(_) => (
+                    cut.remove(&v.file).with_context(|| {
+                        format!(
+                            "particle {}: the manifest's vignette {} is not cut from {collage}; rerun with --force",
+                            v.particle_id, v.file
+                        )
+                    })?,
+                    format!("{} cut from {collage}", v.file),
+                ),
+                None => {
+                    let path = self.tiff_path(v);
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("cannot read vignette {}", path.display()))?;
+                    (bytes, path.display().to_string())
+                }
+            };
+            let png = to_png(&tiff, &source, &v.captured_at, position.as_ref(), serial)
+                .with_context(|| format!("particle {}", v.particle_id))?;
             out.write(images.join(self.png_name(v)), &png)?;
         }
         Ok(())
@@ -627,17 +673,17 @@ fn decimal(value: f64, min_decimals: usize) -> String {
 
 /// Decodes a TIFF vignette and encodes it as a PNG of the same pixel format with the same
 /// EXIF. `captured_at` is the manifest's ISO timestamp (empty when the list has none).
+/// `source` names the vignette in errors.
 fn to_png(
-    tiff_path: &Path,
+    bytes: &[u8],
+    source: &str,
     captured_at: &str,
     position: Option<&SamplePosition>,
     serial_number: Option<&str>,
 ) -> anyhow::Result<Vec<u8>> {
     use tiff::decoder::Decoder;
-    let bytes = std::fs::read(tiff_path)
-        .with_context(|| format!("cannot read vignette {}", tiff_path.display()))?;
     let decoded = (|| -> anyhow::Result<_> {
-        let mut decoder = Decoder::new(Cursor::new(&bytes))?;
+        let mut decoder = Decoder::new(Cursor::new(bytes))?;
         let mut ascii = |tag| -> anyhow::Result<Option<String>> {
             Ok(match decoder.find_tag(tag)? {
                 Some(value) => Some(value.into_string()?),
@@ -663,7 +709,7 @@ fn to_png(
         ))
     })();
     let (width, height, color, instrument, pixels) =
-        decoded.with_context(|| format!("cannot decode vignette {}", tiff_path.display()))?;
+        decoded.with_context(|| format!("cannot decode vignette {source}"))?;
 
     let time = parse_timestamp(captured_at);
     let taken = time.map(|t| t.date_time.format("%Y:%m:%d %H:%M:%S").to_string());
@@ -892,7 +938,6 @@ mod tests {
     fn every_pixel_format_keeps_its_layout_and_pixels() {
         use crate::flowcam::PixelFormat;
         use crate::flowcam::vignette::{self, VignetteTags};
-        let dir = tempfile::tempdir().unwrap();
         let (w, h) = (5u32, 3u32);
         for (format, channels, color) in [
             (PixelFormat::Gray8, 1, png::ColorType::Grayscale),
@@ -906,9 +951,7 @@ mod tests {
                 ..VignetteTags::default()
             };
             let tiff = vignette::encode(&pixels, w, h, format, &tags).unwrap();
-            let path = dir.path().join(format!("{format:?}.tif"));
-            std::fs::write(&path, tiff).unwrap();
-            let bytes = to_png(&path, "", None, None).unwrap();
+            let bytes = to_png(&tiff, "test", "", None, None).unwrap();
 
             let mut reader = png::Decoder::new(Cursor::new(&bytes)).read_info().unwrap();
             let mut decoded = vec![0; reader.output_buffer_size().unwrap()];

@@ -11,13 +11,13 @@ pub mod registry;
 mod session;
 mod upload;
 
-pub use decollage::{BlankPolicy, DecollageImages, DecollageOptions};
+pub use decollage::{BlankPolicy, Cutter, DecollageImages, DecollageOptions, Direct};
 pub use ecotaxa::ExportEcoTaxa;
 pub use extract_metadata::{ExtractMetadata, ExtractOptions};
 pub use manifest::{MANIFEST_HEADER, Manifest, ManifestRow};
 pub use read_metadata::ReadMetadata;
 pub use session::{Session, SessionError, absolute};
-pub use upload::{UploadOptions, UploadToS3};
+pub use upload::{Place, UploadOptions, UploadToS3};
 
 use crate::engine::{Task, TaskRef};
 use crate::upload::DestinationConfig;
@@ -73,13 +73,28 @@ impl FlowCamPipeline {
             metadata.clone(),
             options.extract,
         ));
-        let decollage: TaskRef = Arc::new(
-            DecollageImages::new(session.clone(), metadata, options.decollage)
-                .with_record(extract.clone()),
-        );
+        let mut decollage = DecollageImages::new(session.clone(), metadata, options.decollage)
+            .with_record(extract.clone());
+        if let Some(delivery) = delivery.as_ref().filter(|d| d.options.direct) {
+            decollage = decollage.deliver_to(Direct {
+                place: Place::new(
+                    &session,
+                    delivery.destination.clone(),
+                    delivery.options.prefix.as_deref(),
+                ),
+                verify_remote: delivery.options.verify_remote,
+            });
+        }
+        let decollage = Arc::new(decollage);
         let upload_ecotaxa = delivery.as_ref().is_some_and(|d| d.upload_ecotaxa);
-        let export = (options.ecotaxa || upload_ecotaxa)
-            .then(|| Arc::new(ExportEcoTaxa::new(session.clone(), decollage.clone())));
+        let export = (options.ecotaxa || upload_ecotaxa).then(|| {
+            let export = ExportEcoTaxa::new(session.clone(), decollage.clone());
+            Arc::new(match decollage.is_direct() {
+                true => export.cut_from(decollage.clone()),
+                false => export,
+            })
+        });
+        let decollage: TaskRef = decollage;
         let mut last: Vec<TaskRef> = Vec::new();
         match delivery {
             Some(mut delivery) => {

@@ -41,6 +41,165 @@ pub struct UploadOptions {
     /// Also upload this EcoTaxa zip (made by the task in `UploadToS3::with_extra`), before
     /// the manifest.
     pub extra: Option<PathBuf>,
+    /// `--no-local-vignettes`: DecollageImages cut the vignettes straight to the
+    /// destination (and recorded them in the same ledger); this task sends only the tables.
+    pub direct: bool,
+}
+
+/// Where a session's objects go: the destination, the keys' prefix and the ledger that
+/// remembers what it confirmed. Shared by the two tasks that deliver (UploadToS3, and
+/// DecollageImages under `--no-local-vignettes`), so that both write one ledger.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub destination: DestinationConfig,
+    key_prefix: String,
+    ledger: PathBuf,
+}
+
+impl Place {
+    pub fn new(session: &Session, destination: DestinationConfig, prefix: Option<&str>) -> Place {
+        let prefix = prefix
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty());
+        let key_prefix = match prefix {
+            Some(prefix) => format!("{prefix}/{}/", session.experiment),
+            None => format!("{}/", session.experiment),
+        };
+        let digest = Digest::new()
+            .str(&destination.describe())
+            .str(&key_prefix)
+            .hex();
+        let ledger = session
+            .uploads_dir()
+            .join(format!("ledger-{}.tsv", &digest[..16]));
+        Place {
+            destination,
+            key_prefix,
+            ledger,
+        }
+    }
+
+    /// `[<prefix>/]<experiment>/`: every key of this session starts with it.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// One ledger per destination and key prefix, under the session's `uploads/`.
+    pub fn ledger_path(&self) -> &std::path::Path {
+        &self.ledger
+    }
+
+    fn ledger_title(&self) -> String {
+        format!("{}, keys {}", self.destination.describe(), self.key_prefix)
+    }
+
+    /// Connects and checks the destination, then opens the ledger: as it is, or with
+    /// `verify_remote` keeping only what the destination's own listing confirms.
+    pub(crate) fn open(&self, verify_remote: bool) -> anyhow::Result<Opened> {
+        let key_prefix = &self.key_prefix;
+        if key_prefix.contains(['\t', '\n', '\r']) || key_prefix.split('/').any(|s| s == "..") {
+            bail!("--s3-prefix {key_prefix:?}: keys may not hold tabs, line breaks or '..'");
+        }
+        let destination = self
+            .destination
+            .connect()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        destination.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let title = self.ledger_title();
+        let (ledger, known) = if verify_remote {
+            verified_ledger(destination.as_ref(), &self.ledger, &title, key_prefix)?
+        } else {
+            let ledger = Ledger::open(&self.ledger, &title)?;
+            let known = ledger
+                .entries()
+                .iter()
+                .map(|(key, e)| (key.clone(), Known::recorded(e)))
+                .collect();
+            (ledger, known)
+        };
+        Ok(Opened {
+            destination,
+            ledger,
+            known,
+        })
+    }
+}
+
+/// A destination ready to send to, its ledger, and what is known to be there.
+pub(crate) struct Opened {
+    pub destination: Box<dyn Destination>,
+    pub ledger: Ledger,
+    pub known: HashMap<String, Known>,
+}
+
+/// One object in memory, to deliver unless the destination has it already.
+pub(crate) struct Body {
+    pub key: String,
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    pub metadata: Vec<(String, String)>,
+    /// The local file's modification time, for the ledger (0 for an object never written
+    /// locally).
+    pub mtime_ns: i64,
+}
+
+/// Sends those of `bodies` that `known` does not already have with the same size and MD5,
+/// in one request, then records all of them in the ledger. Returns (sent, unchanged).
+pub(crate) fn deliver_bodies(opened: &Opened, bodies: Vec<Body>) -> anyhow::Result<(usize, usize)> {
+    let mut outgoing = Vec::new();
+    let mut entries = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        let md5: [u8; 16] = Md5::digest(&body.body).into();
+        let entry = LedgerEntry {
+            md5: hex::encode(md5),
+            size: body.body.len() as u64,
+            mtime_ns: body.mtime_ns,
+        };
+        let there = opened
+            .known
+            .get(&body.key)
+            .is_some_and(|k| k.size == entry.size && k.md5 == entry.md5);
+        if !there {
+            outgoing.push(Outgoing {
+                key: body.key.clone(),
+                body: body.body,
+                md5,
+                content_type: body.content_type,
+                metadata: body.metadata,
+            });
+        }
+        entries.push((body.key, entry));
+    }
+    if !outgoing.is_empty() {
+        opened.destination.send(&outgoing).map_err(|e| match e {
+            UploadError::Destination(m) => anyhow::Error::new(StopTask(m)),
+            UploadError::Object(m) => anyhow::anyhow!(m),
+        })?;
+    }
+    let records: Vec<(&str, &LedgerEntry)> = entries.iter().map(|(k, e)| (k.as_str(), e)).collect();
+    opened.ledger.record(&records)?;
+    Ok((outgoing.len(), entries.len() - outgoing.len()))
+}
+
+/// A vignette's object metadata: the session's (`position`), then the particle's id, time,
+/// class and blank mark from its manifest row.
+pub(crate) fn vignette_metadata(
+    position: &[(String, String)],
+    row: &crate::tasks::ManifestRow,
+) -> Vec<(String, String)> {
+    let mut metadata = position.to_vec();
+    let mut add = |name: &str, value: &str| {
+        if !value.is_empty() && is_header_safe(value) {
+            metadata.push((name.to_string(), value.to_string()));
+        }
+    };
+    add("particle-id", &row.particle_id);
+    add("captured-at", &row.captured_at);
+    add("class", &row.class);
+    if row.blank {
+        add("blank", "true");
+    }
+    metadata
 }
 
 pub struct UploadToS3 {
@@ -48,7 +207,7 @@ pub struct UploadToS3 {
     decollage: TaskRef,
     /// The task that makes `options.extra`, when it is one of ours.
     extra_task: Option<TaskRef>,
-    destination: DestinationConfig,
+    place: Place,
     options: UploadOptions,
 }
 
@@ -60,10 +219,10 @@ impl UploadToS3 {
         options: UploadOptions,
     ) -> UploadToS3 {
         UploadToS3 {
+            place: Place::new(&session, destination, options.prefix.as_deref()),
             session,
             decollage,
             extra_task: None,
-            destination,
             options,
         }
     }
@@ -76,35 +235,12 @@ impl UploadToS3 {
 
     /// `[<prefix>/]<experiment>/`: every key of this session starts with it.
     pub fn key_prefix(&self) -> String {
-        let prefix = self
-            .options
-            .prefix
-            .as_deref()
-            .map(|p| p.trim_matches('/'))
-            .filter(|p| !p.is_empty());
-        match prefix {
-            Some(prefix) => format!("{prefix}/{}/", self.session.experiment),
-            None => format!("{}/", self.session.experiment),
-        }
+        self.place.key_prefix().to_string()
     }
 
     /// One ledger per destination and key prefix, under the session's `uploads/`.
     pub fn ledger_path(&self) -> PathBuf {
-        let digest = Digest::new()
-            .str(&self.destination.describe())
-            .str(&self.key_prefix())
-            .hex();
-        self.session
-            .uploads_dir()
-            .join(format!("ledger-{}.tsv", &digest[..16]))
-    }
-
-    fn ledger_title(&self) -> String {
-        format!(
-            "{}, keys {}",
-            self.destination.describe(),
-            self.key_prefix()
-        )
+        self.place.ledger_path().to_path_buf()
     }
 }
 
@@ -118,8 +254,8 @@ impl Task for UploadToS3 {
     }
 
     fn parameters(&self) -> Parameters {
-        Parameters::from([
-            ("destination".to_string(), self.destination.describe()),
+        let mut parameters = Parameters::from([
+            ("destination".to_string(), self.place.destination.describe()),
             ("key_prefix".to_string(), self.key_prefix()),
             (
                 "extra".to_string(),
@@ -129,7 +265,15 @@ impl Task for UploadToS3 {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
             ),
-        ])
+        ]);
+        // Only when on: the stamps of every session made before it existed stay valid.
+        if self.options.direct {
+            parameters.insert(
+                "vignettes".to_string(),
+                "sent by DecollageImages".to_string(),
+            );
+        }
+        parameters
     }
 
     fn requires(&self) -> Vec<TaskRef> {
@@ -181,8 +325,8 @@ struct Candidate {
 
 /// What is known to be at the destination: from the ledger, or from the destination's own
 /// listing (then without a local time, so the file must be hashed to compare).
-struct Known {
-    size: u64,
+pub(crate) struct Known {
+    pub size: u64,
     md5: String,
     mtime_ns: Option<i64>,
 }
@@ -200,9 +344,7 @@ impl Known {
 
 struct Deliveries<'a> {
     task: &'a UploadToS3,
-    destination: Box<dyn Destination>,
-    ledger: Ledger,
-    known: HashMap<String, Known>,
+    opened: Opened,
     /// Vignettes not known to be delivered, in request-sized batches.
     batches: Vec<Vec<Candidate>>,
     /// Vignettes the ledger vouches for without reading them.
@@ -215,62 +357,29 @@ struct Deliveries<'a> {
 
 impl<'a> Deliveries<'a> {
     fn plan(task: &'a UploadToS3) -> anyhow::Result<Deliveries<'a>> {
-        let key_prefix = task.key_prefix();
-        if key_prefix.contains(['\t', '\n', '\r']) || key_prefix.split('/').any(|s| s == "..") {
-            bail!("--s3-prefix {key_prefix:?}: keys may not hold tabs, line breaks or '..'");
-        }
-        let destination = task
-            .destination
-            .connect()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        destination.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-
+        let opened = task.place.open(task.options.verify_remote)?;
         let session = &task.session;
-        let title = task.ledger_title();
-        let ledger_path = task.ledger_path();
-        let (ledger, known) = if task.options.verify_remote {
-            verified_ledger(destination.as_ref(), &ledger_path, &title, &key_prefix)?
-        } else {
-            let ledger = Ledger::open(&ledger_path, &title)?;
-            let known = ledger
-                .entries()
-                .iter()
-                .map(|(key, e)| (key.clone(), Known::recorded(e)))
-                .collect();
-            (ledger, known)
-        };
-
+        let key_prefix = task.place.key_prefix();
         let position = session_metadata(session)?;
         let mut vignettes = Vec::new();
         let manifest_path = session.manifest();
         let manifest = Manifest::read(&manifest_path)?;
-        for row in manifest.vignettes() {
+        // Under --no-local-vignettes, DecollageImages sent them and vouched for each page.
+        for row in manifest.vignettes().filter(|_| !task.options.direct) {
             let file = &row.file;
-            let mut metadata = position.clone();
-            let mut add = |name: &str, value: &str| {
-                if !value.is_empty() && is_header_safe(value) {
-                    metadata.push((name.to_string(), value.to_string()));
-                }
-            };
-            add("particle-id", &row.particle_id);
-            add("captured-at", &row.captured_at);
-            add("class", &row.class);
-            if row.blank {
-                add("blank", "true");
-            }
             vignettes.push(Candidate {
                 path: session.vignettes_dir().join(file),
                 key: format!("{key_prefix}{file}"),
                 content_type: "image/tiff",
-                metadata,
+                metadata: vignette_metadata(&position, row),
             });
         }
 
         // Planning only stats: a vignette whose size and time match its ledger line is done.
         let total = vignettes.len();
-        vignettes.retain(|c| !vouched_for(&known, c));
+        vignettes.retain(|c| !vouched_for(&opened.known, c));
         let already_done = total - vignettes.len();
-        let batch_size = destination.batch_size().max(1);
+        let batch_size = opened.destination.batch_size().max(1);
         let mut batches = Vec::new();
         let mut rest = vignettes.into_iter().peekable();
         while rest.peek().is_some() {
@@ -300,9 +409,7 @@ impl<'a> Deliveries<'a> {
         tables.push(table(session.manifest(), "text/csv"));
         Ok(Deliveries {
             task,
-            destination,
-            ledger,
-            known,
+            opened,
             batches,
             already_done,
             tables,
@@ -311,12 +418,10 @@ impl<'a> Deliveries<'a> {
         })
     }
 
-    /// Reads and hashes each candidate, sends those the destination lacks in one request,
-    /// and records all of them in the ledger once confirmed.
+    /// Reads each candidate, sends those the destination lacks in one request, and records
+    /// all of them in the ledger once confirmed.
     fn deliver(&self, batch: &[Candidate]) -> anyhow::Result<()> {
-        let mut outgoing = Vec::new();
-        let mut entries = Vec::with_capacity(batch.len());
-        let mut unchanged = 0;
+        let mut bodies = Vec::with_capacity(batch.len());
         for candidate in batch {
             let path = &candidate.path;
             // Stat before reading: if the file changes in between, the recorded time is
@@ -324,39 +429,16 @@ impl<'a> Deliveries<'a> {
             let fingerprint = FileFingerprint::of(path)
                 .with_context(|| path.display().to_string())?
                 .with_context(|| format!("{} is missing; rerun with --force", path.display()))?;
-            let body = std::fs::read(path).with_context(|| path.display().to_string())?;
-            let md5: [u8; 16] = Md5::digest(&body).into();
-            let entry = LedgerEntry {
-                md5: hex::encode(md5),
-                size: body.len() as u64,
+            bodies.push(Body {
+                key: candidate.key.clone(),
+                body: std::fs::read(path).with_context(|| path.display().to_string())?,
+                content_type: candidate.content_type,
+                metadata: candidate.metadata.clone(),
                 mtime_ns: fingerprint.mtime_ns,
-            };
-            let there = self
-                .known
-                .get(&candidate.key)
-                .is_some_and(|k| k.size == entry.size && k.md5 == entry.md5);
-            if there {
-                unchanged += 1;
-            } else {
-                outgoing.push(Outgoing {
-                    key: candidate.key.clone(),
-                    body,
-                    md5,
-                    content_type: candidate.content_type,
-                    metadata: candidate.metadata.clone(),
-                });
-            }
-            entries.push((candidate.key.as_str(), entry));
+            });
         }
-        if !outgoing.is_empty() {
-            self.destination.send(&outgoing).map_err(|e| match e {
-                UploadError::Destination(m) => anyhow::Error::new(StopTask(m)),
-                UploadError::Object(m) => anyhow::anyhow!(m),
-            })?;
-        }
-        let records: Vec<(&str, &LedgerEntry)> = entries.iter().map(|(k, e)| (*k, e)).collect();
-        self.ledger.record(&records)?;
-        self.sent.fetch_add(outgoing.len(), Ordering::Relaxed);
+        let (sent, unchanged) = deliver_bodies(&self.opened, bodies)?;
+        self.sent.fetch_add(sent, Ordering::Relaxed);
         self.unchanged.fetch_add(unchanged, Ordering::Relaxed);
         Ok(())
     }
@@ -392,7 +474,7 @@ impl Plan for Deliveries<'_> {
     }
 
     fn concurrency(&self) -> Option<usize> {
-        Some(self.destination.concurrency())
+        Some(self.opened.destination.concurrency())
     }
 
     fn run_item(&self, index: usize, _out: &mut Staging) -> anyhow::Result<()> {
@@ -400,16 +482,19 @@ impl Plan for Deliveries<'_> {
     }
 
     fn finish(&self, _out: &mut Staging) -> anyhow::Result<()> {
-        for batch in self.tables.chunks(self.destination.batch_size().max(1)) {
+        for batch in self
+            .tables
+            .chunks(self.opened.destination.batch_size().max(1))
+        {
             self.deliver(batch)?;
         }
-        self.ledger.sync()?;
+        self.opened.ledger.sync()?;
         tracing::info!(
             session = %self.task.session.experiment,
             sent = self.sent.load(Ordering::Relaxed),
             unchanged = self.unchanged.load(Ordering::Relaxed),
             already_done = self.already_done,
-            ledger = %self.ledger.path().display(),
+            ledger = %self.opened.ledger.path().display(),
             "upload complete"
         );
         Ok(())
@@ -523,7 +608,7 @@ fn confirmed_ledger(
 /// The session's position, date and pixel size as object metadata: from `session.json`
 /// when ExtractMetadata wrote one (sample sheet, folder name or `.ctx`, by precedence),
 /// else from the folder name.
-fn session_metadata(session: &Session) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn session_metadata(session: &Session) -> anyhow::Result<Vec<(String, String)>> {
     let mut metadata = Vec::new();
     let mut text = |name: &str, value: Option<String>| {
         if let Some(value) = value.filter(|v| is_header_safe(v)) {
@@ -582,6 +667,7 @@ pub(super) const ENTRY: TaskEntry = TaskEntry {
             prefix: bridge.text("s3-prefix"),
             verify_remote: bridge.flag("verify-remote"),
             extra: bridge.files("ecotaxa").first().map(PathBuf::from),
+            direct: false,
         };
         Ok(Arc::new(UploadToS3::new(
             session,

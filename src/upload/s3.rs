@@ -248,7 +248,11 @@ impl S3Destination {
         }
     }
 
-    async fn put(&self, object: &Outgoing) -> Result<(), UploadError> {
+    /// The PutObject request for `object`, ready to send.
+    fn put(
+        &self,
+        object: &Outgoing,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
         let md5 = base64::engine::general_purpose::STANDARD.encode(object.md5);
         let mut request = self
             .client
@@ -262,8 +266,7 @@ impl S3Destination {
         for (name, value) in &object.metadata {
             request = request.metadata(name, value);
         }
-        request.send().await.map_err(|e| self.classify(e))?;
-        Ok(())
+        request
     }
 
     /// Lists at most one key: proves the endpoint answers, the credentials are accepted and
@@ -322,12 +325,41 @@ impl Destination for S3Destination {
             .block_on(self.probe(self.settings.create_bucket))
     }
 
+    /// Every object of the batch at once, `concurrency` in flight; the first failure that
+    /// dooms the rest wins over one that concerns a single object.
     fn send(&self, batch: &[Outgoing]) -> Result<(), UploadError> {
         self.runtime.block_on(async {
-            for object in batch {
-                self.put(object).await?;
+            let permits = Arc::new(Semaphore::new(self.concurrency()));
+            let mut tasks = tokio::task::JoinSet::new();
+            for (index, object) in batch.iter().enumerate() {
+                let request = self.put(object);
+                let permits = permits.clone();
+                tasks.spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    (index, request.send().await)
+                });
             }
-            Ok(())
+            let mut failure: Option<UploadError> = None;
+            while let Some(joined) = tasks.join_next().await {
+                let error = match joined {
+                    Ok((_, Ok(_))) => continue,
+                    Ok((index, Err(e))) => match self.classify(e) {
+                        // One object's batch is named by its caller already.
+                        UploadError::Object(m) if batch.len() > 1 => {
+                            UploadError::Object(format!("{}: {m}", batch[index].key))
+                        }
+                        other => other,
+                    },
+                    Err(e) => UploadError::Destination(format!(
+                        "a PutObject to {} failed: {e}",
+                        self.settings.describe()
+                    )),
+                };
+                if !matches!(failure, Some(UploadError::Destination(_))) {
+                    failure = Some(error);
+                }
+            }
+            failure.map_or(Ok(()), Err)
         })
     }
 

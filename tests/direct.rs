@@ -1,0 +1,416 @@
+//! `--no-local-vignettes`: vignettes cut and sent to a real Garage S3 server on 127.0.0.1
+//! from memory, never written locally, with the guarantees of the local mode (the same
+//! objects, per-page resume after kill -9, the ledger, `--verify-remote`).
+
+mod common;
+
+use common::garage::Garage;
+use common::*;
+use flowcam_pipeline::synthetic::SyntheticSession;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+/// A folder name that carries a position, so the objects carry one too.
+const POSITIONED: &str = "Tank25_54.0143_-2.7770_04052023_1";
+
+fn unique_prefix(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("test-{name}-{}-{nanos}", std::process::id())
+}
+
+/// A working folder with the server's `.env` and an input session.
+struct Workplace {
+    dir: tempfile::TempDir,
+    input: PathBuf,
+    experiment: String,
+}
+
+impl Workplace {
+    fn with_fixture(garage: &Garage, folder: &str) -> Workplace {
+        let dir = tempfile::tempdir().unwrap();
+        let input = copy_fixture(dir.path(), folder);
+        std::fs::write(dir.path().join(".env"), garage.dotenv()).unwrap();
+        Workplace {
+            dir,
+            input,
+            experiment: folder.to_string(),
+        }
+    }
+
+    fn with_synthetic(garage: &Garage, particles: usize, pages: usize, name: &str) -> Workplace {
+        let dir = tempfile::tempdir().unwrap();
+        let synthetic = SyntheticSession {
+            particles,
+            pages,
+            prefix: name.into(),
+            ..SyntheticSession::default()
+        };
+        let input = synthetic.write(dir.path()).unwrap();
+        let experiment = input.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::write(dir.path().join(".env"), garage.dotenv()).unwrap();
+        Workplace {
+            dir,
+            input,
+            experiment,
+        }
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn session_out(&self, out: &str) -> PathBuf {
+        self.out(out).join(&self.experiment)
+    }
+
+    /// The binary in the working folder (so it reads the `.env` there), without the AWS
+    /// variables of the test's own environment.
+    fn command(&self, out: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flowcam-pipeline"));
+        command
+            .current_dir(self.dir.path())
+            .args(["-d", self.input.to_str().unwrap()])
+            .args(["-o", self.out(out).to_str().unwrap()])
+            .args(args)
+            .env("HOME", self.dir.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("RUST_LOG");
+        for (name, _) in std::env::vars() {
+            if name.starts_with("AWS_") && name != "AWS_EC2_METADATA_DISABLED" {
+                command.env_remove(name);
+            }
+        }
+        command
+    }
+
+    fn run(&self, out: &str, args: &[&str]) -> Output {
+        self.command(out, args).output().unwrap()
+    }
+
+    fn task(&self, out: &str, name: &str) -> serde_json::Value {
+        let path = self.session_out(out).join("run-report.json");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        report["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {report}"))
+    }
+
+    fn ledger_path(&self, out: &str) -> PathBuf {
+        let dir = self.session_out(out).join("uploads");
+        let mut ledgers: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        ledgers.retain(|p| p.extension().is_some_and(|e| e == "tsv"));
+        assert!(ledgers.len() <= 1, "{ledgers:?}");
+        ledgers.pop().unwrap_or_else(|| dir.join("none.tsv"))
+    }
+
+    /// Key -> MD5 of every well-formed ledger line.
+    fn ledger(&self, out: &str) -> HashMap<String, String> {
+        let text = std::fs::read_to_string(self.ledger_path(out)).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let parts: Vec<&str> = l.splitn(4, '\t').collect();
+                (parts.len() == 4).then(|| (parts[3].to_string(), parts[0].to_string()))
+            })
+            .collect()
+    }
+}
+
+/// Every file under `folder` whose name ends in `.tif`, at any depth.
+fn tiffs_under(folder: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".tif") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// The "N vignettes sent from memory, M already at the destination" note, as (N, M).
+fn sent_and_unchanged(decollage: &serde_json::Value) -> (u64, u64) {
+    let note = decollage["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str())
+        .find(|n| n.contains("sent from memory"))
+        .unwrap_or_else(|| panic!("no sending note in {decollage}"));
+    let numbers: Vec<u64> = note
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[test]
+fn the_objects_are_those_of_the_local_mode_and_no_vignette_touches_the_disk() {
+    let garage = Garage::shared();
+    let work = Workplace::with_fixture(&garage, POSITIONED);
+    let (local, direct) = (unique_prefix("local"), unique_prefix("direct"));
+    let bucket = ["--s3-bucket", garage.bucket()];
+    let first = work.run("local", &[&bucket[..], &["--s3-prefix", &local]].concat());
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let args = [
+        &bucket[..],
+        &["--s3-prefix", &direct, "--no-local-vignettes"],
+    ]
+    .concat();
+    let second = work.run("direct", &args);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+
+    let out = work.session_out("direct");
+    assert!(!out.join("vignettes").exists(), "no vignettes folder");
+    assert_eq!(tiffs_under(&work.out("direct")), Vec::<PathBuf>::new());
+    assert_eq!(
+        sent_and_unchanged(&work.task("direct", "DecollageImages")),
+        (102, 0)
+    );
+
+    // The same keys, bytes and metadata; the tables too, manifest included.
+    let strip = |listing: HashMap<String, (u64, String)>, prefix: &str| {
+        listing
+            .into_iter()
+            .map(|(key, v)| (key.strip_prefix(prefix).unwrap().to_string(), v))
+            .collect::<HashMap<_, _>>()
+    };
+    let local_prefix = format!("{local}/{POSITIONED}/");
+    let direct_prefix = format!("{direct}/{POSITIONED}/");
+    let from_local = strip(garage.list(garage.bucket(), &local_prefix), &local_prefix);
+    let from_direct = strip(garage.list(garage.bucket(), &direct_prefix), &direct_prefix);
+    assert_eq!(from_local.len(), 102 + 4);
+    assert_eq!(from_local, from_direct);
+    for name in from_local.keys() {
+        let (local_type, local_meta) =
+            garage.head(garage.bucket(), &format!("{local_prefix}{name}"));
+        let (direct_type, direct_meta) =
+            garage.head(garage.bucket(), &format!("{direct_prefix}{name}"));
+        assert_eq!(local_type, direct_type, "{name}");
+        assert_eq!(local_meta, direct_meta, "{name}");
+    }
+    assert_eq!(
+        std::fs::read(work.session_out("local").join("manifest.csv")).unwrap(),
+        std::fs::read(out.join("manifest.csv")).unwrap()
+    );
+    let ledger = work.ledger("direct");
+    assert_eq!(ledger.len(), 106);
+
+    // Nothing changed: complete, nothing contacted or sent.
+    let again = work.run("direct", &args);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(
+        work.task("direct", "DecollageImages")["state"],
+        "already_complete"
+    );
+    assert_eq!(
+        work.task("direct", "UploadToS3")["state"],
+        "already_complete"
+    );
+}
+
+#[test]
+fn a_run_killed_mid_page_resumes_and_sends_only_what_the_ledger_lacks() {
+    let garage = Garage::shared();
+    let work = Workplace::with_synthetic(&garage, 3000, 3, "direct-killed");
+    let prefix = unique_prefix("direct-killed");
+    let args = [
+        "--s3-bucket",
+        garage.bucket(),
+        "--s3-prefix",
+        &prefix,
+        "--no-local-vignettes",
+        "--upload-concurrency",
+        "2",
+        "-j",
+        "1",
+    ];
+    let mut child: Child = work
+        .command("out", &args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while work.ledger("out").len() < 100 {
+        assert!(Instant::now() < deadline, "no progress");
+        assert!(child.try_wait().unwrap().is_none(), "ended too soon");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let key_prefix = format!("{prefix}/{}/", work.experiment);
+    let confirmed = work.ledger("out");
+    assert!(confirmed.len() < 3000, "killed too late");
+    let remote = garage.list(garage.bucket(), &key_prefix);
+    for (key, md5) in &confirmed {
+        assert_eq!(remote.get(key).map(|r| &r.1), Some(md5), "{key}");
+    }
+    let state = work.session_out("out").join(".state");
+    assert!(!state.join("DecollageImages.stamp.json").exists());
+
+    let rerun = work.run("out", &args);
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    let decollage = work.task("out", "DecollageImages");
+    let (sent, unchanged) = sent_and_unchanged(&decollage);
+    assert_eq!(sent as usize, 3000 - confirmed.len(), "{decollage}");
+    let skipped_pages = decollage["items"]["skipped"].as_u64().unwrap();
+    assert_eq!(
+        unchanged + sent + 1000 * skipped_pages,
+        3000,
+        "{decollage}: the pages that ran held the rest"
+    );
+    let remote = garage.list(garage.bucket(), &key_prefix);
+    assert_eq!(remote.len(), 3000 + 4, "every vignette and table");
+    assert_eq!(work.ledger("out").len(), 3000 + 4);
+    assert!(!state.join("DecollageImages.staging").exists());
+    assert_eq!(tiffs_under(&work.out("out")), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn verify_remote_sends_again_what_left_the_bucket_and_a_lost_ledger_costs_nothing() {
+    let garage = Garage::shared();
+    let work = Workplace::with_synthetic(&garage, 600, 3, "direct-verify");
+    let prefix = unique_prefix("direct-verify");
+    let args = [
+        "--s3-bucket",
+        garage.bucket(),
+        "--s3-prefix",
+        &prefix,
+        "--no-local-vignettes",
+    ];
+    let first = work.run("out", &args);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let key_prefix = format!("{prefix}/{}/", work.experiment);
+    let before = garage.list(garage.bucket(), &key_prefix);
+    assert_eq!(before.len(), 600 + 4);
+    let gone = before.keys().find(|k| k.ends_with(".tif")).unwrap().clone();
+    garage.delete(garage.bucket(), &gone);
+
+    // Trusted, the ledger says complete.
+    let trusted = work.run("out", &args);
+    assert_eq!(trusted.status.code(), Some(0), "{}", text(&trusted));
+    assert!(
+        !garage
+            .list(garage.bucket(), &key_prefix)
+            .contains_key(&gone)
+    );
+
+    // Checked, the page that held it runs again and sends just that object.
+    let verify = [&args[..], &["--verify-remote"]].concat();
+    let checked = work.run("out", &verify);
+    assert_eq!(checked.status.code(), Some(0), "{}", text(&checked));
+    let decollage = work.task("out", "DecollageImages");
+    assert_eq!(decollage["items"]["ran"], 1, "{decollage}");
+    assert_eq!(decollage["items"]["skipped"], 2, "{decollage}");
+    assert_eq!(sent_and_unchanged(&decollage).0, 1, "{decollage}");
+    assert_eq!(garage.list(garage.bucket(), &key_prefix), before);
+
+    // The ledger lost: every page runs, and the listing spares every object.
+    std::fs::remove_file(work.ledger_path("out")).unwrap();
+    let relisted = work.run("out", &verify);
+    assert_eq!(relisted.status.code(), Some(0), "{}", text(&relisted));
+    let decollage = work.task("out", "DecollageImages");
+    assert_eq!(decollage["items"]["ran"], 3, "{decollage}");
+    assert_eq!(sent_and_unchanged(&decollage), (0, 600), "{decollage}");
+    assert_eq!(work.ledger("out").len(), 600 + 4);
+    assert_eq!(garage.list(garage.bucket(), &key_prefix), before);
+}
+
+#[test]
+fn no_local_vignettes_needs_a_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = copy_fixture(dir.path(), FIXTURE);
+    let out = dir.path().join("out");
+    let output = bin()
+        .args(["-d", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .arg("--no-local-vignettes")
+        .env_remove("FLOWCAM_S3_BUCKET")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let said = text(&output);
+    assert!(
+        said.contains("--no-local-vignettes") && said.contains("--s3-bucket"),
+        "{said}"
+    );
+    assert!(!out.exists(), "nothing made");
+}
+
+/// Every file of `folder` by name, with its bytes.
+fn files_of(folder: &Path) -> HashMap<String, Vec<u8>> {
+    std::fs::read_dir(folder)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn ecotaxa_cuts_the_pages_again_and_makes_the_same_pngs_and_table() {
+    let garage = Garage::shared();
+    let work = Workplace::with_fixture(&garage, POSITIONED);
+    let (local, direct) = (unique_prefix("eco-local"), unique_prefix("eco-direct"));
+    let bucket = ["--s3-bucket", garage.bucket(), "--upload-ecotaxa"];
+    let first = work.run("local", &[&bucket[..], &["--s3-prefix", &local]].concat());
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let args = [
+        &bucket[..],
+        &["--s3-prefix", &direct, "--no-local-vignettes"],
+    ]
+    .concat();
+    let second = work.run("direct", &args);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_eq!(tiffs_under(&work.out("direct")), Vec::<PathBuf>::new());
+
+    let images = |out: &str| files_of(&work.session_out(out).join("ecotaxa/images"));
+    let (from_local, from_direct) = (images("local"), images("direct"));
+    assert_eq!(from_local.len(), 102);
+    assert!(from_local == from_direct, "the PNGs differ");
+    // The table too, but for the day it was made.
+    let table = |out: &str| {
+        let tsv = work
+            .session_out(out)
+            .join(format!("ecotaxa/ecotaxa_{POSITIONED}.tsv"));
+        std::fs::read_to_string(tsv).unwrap()
+    };
+    assert_eq!(table("local"), table("direct"));
+    let zip = format!("{direct}/{POSITIONED}/ecotaxa_{POSITIONED}.zip");
+    assert!(
+        garage.list(garage.bucket(), &zip).contains_key(&zip),
+        "the zip is uploaded"
+    );
+
+    // A page that lost its PNG is cut again alone; a rerun then has nothing to do.
+    let lost = work
+        .session_out("direct")
+        .join("ecotaxa/images")
+        .join(from_direct.keys().next().unwrap());
+    std::fs::remove_file(&lost).unwrap();
+    let again = work.run("direct", &args);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let export = work.task("direct", "ExportEcoTaxa");
+    assert_eq!(export["items"]["ran"], 1, "{export}");
+    assert_eq!(images("direct"), from_local);
+}
