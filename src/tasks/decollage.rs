@@ -265,6 +265,9 @@ struct Pages<'a> {
     sending: Option<Sending>,
 }
 
+/// A vignette as (file name, TIFF bytes).
+pub type CutVignette = (String, Vec<u8>);
+
 /// The vignettes of a session, cut again from its pages ([`DecollageImages::cutter`]).
 pub struct Cutter<'a>(Pages<'a>);
 
@@ -276,7 +279,7 @@ impl Cutter<'_> {
 
     /// The vignettes of the page `collage` as (file name, TIFF bytes), in row order;
     /// `None` when the session has no such page.
-    pub fn cut_page(&self, collage: &str) -> anyhow::Result<Option<Vec<(String, Vec<u8>)>>> {
+    pub fn cut_page(&self, collage: &str) -> anyhow::Result<Option<Vec<CutVignette>>> {
         let Some(index) = self.0.pages.iter().position(|p| p.collage == collage) else {
             return Ok(None);
         };
