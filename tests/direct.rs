@@ -414,3 +414,60 @@ fn ecotaxa_cuts_the_pages_again_and_makes_the_same_pngs_and_table() {
     assert_eq!(export["items"]["ran"], 1, "{export}");
     assert_eq!(images("direct"), from_local);
 }
+
+#[test]
+fn the_dashboard_cuts_the_pages_for_a_session_without_local_vignettes() {
+    let garage = Garage::shared();
+    let work = Workplace::with_fixture(&garage, POSITIONED);
+    let prefix = unique_prefix("dashboard");
+    let args = [
+        "--s3-bucket",
+        garage.bucket(),
+        "--s3-prefix",
+        &prefix,
+        "--no-local-vignettes",
+    ];
+    let run = work.run("direct", &args);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let local = work.run("local", &["--no-upload"]);
+    assert_eq!(local.status.code(), Some(0), "{}", text(&local));
+
+    // The dashboard, with the options and the server of the run.
+    let dotenv = garage.dotenv();
+    let vars: Vec<(&str, &str)> = dotenv.lines().filter_map(|l| l.split_once('=')).collect();
+    let server = common::serve::Server::start_env(&work.input, &work.out("direct"), &args, &vars);
+    let api = server.json(&format!("/api/sessions/{POSITIONED}"));
+    assert_eq!(api["status"]["state"], "complete", "{}", api["status"]);
+    let base = format!("/sessions/{POSITIONED}");
+    let manifest =
+        flowcam_pipeline::tasks::Manifest::read(&work.session_out("direct").join("manifest.csv"))
+            .unwrap();
+    let mut shown = 0;
+    for row in manifest.vignettes().step_by(7) {
+        let (status, head, png) = server.get(&format!("{base}/images/{}", row.file));
+        assert_eq!(status, 200, "{}: {head}", row.file);
+        let mut reader = png::Decoder::new(std::io::Cursor::new(&png))
+            .read_info()
+            .unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        pixels.truncate(info.buffer_size());
+        let tiff = work.session_out("local").join("vignettes").join(&row.file);
+        let (w, h, _, expected) = common::decode(&tiff);
+        assert_eq!((info.width, info.height), (w, h), "{}", row.file);
+        assert!(pixels == expected, "{}: other pixels", row.file);
+        shown += 1;
+    }
+    assert!(shown > 10);
+    // The particle page lists the vignette's own tags, read from the cut.
+    let first = manifest.vignettes().next().unwrap();
+    let page = server.page(&format!("{base}/particles/{}", first.particle_id));
+    assert!(
+        page.contains("<dt>Make</dt><dd>Fluid Imaging Technologies</dd>"),
+        "{page}"
+    );
+    // Names outside the manifest are still refused.
+    let (status, _, _) = server.get(&format!("{base}/images/{POSITIONED}_999999.tif"));
+    assert_eq!(status, 404);
+    assert!(!work.session_out("direct").join("vignettes").exists());
+}

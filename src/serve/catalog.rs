@@ -6,6 +6,7 @@
 //! found under the root, so `..`, absolute paths and symlinks out of the root cannot name
 //! anything.
 
+use super::source::Tiff;
 use crate::history;
 use crate::ingest::Lookup;
 use crate::status::{SessionState, SessionStatus, StatusQuery, session_status};
@@ -74,11 +75,11 @@ impl<T: Clone> Snapshot<T> {
     }
 }
 
-/// A manifest's size and time, and the vignette files it lists.
+/// A manifest's size and time, and the vignette files it lists with their page and size.
 type KnownManifest = (
     u64,
     Option<std::time::SystemTime>,
-    std::sync::Arc<std::collections::HashSet<String>>,
+    std::sync::Arc<std::collections::HashMap<String, (String, u64)>>,
 );
 
 /// The snapshots a [`Catalog`] keeps.
@@ -491,9 +492,11 @@ impl Catalog {
             .collect()
     }
 
-    /// The TIFF of the vignette `file` of a session, if the manifest lists it (never a
-    /// path from the request: the name must be one of the manifest's).
-    pub fn vignette(&self, out: &std::path::Path, file: &str) -> Option<PathBuf> {
+    /// The TIFF of the vignette `file` of the session `name` (output folder `out`), if
+    /// the manifest lists it (never a path from the request: the name must be one of the
+    /// manifest's): its file, or, when `vignettes/` has none (`--no-local-vignettes`), its
+    /// page.
+    pub fn vignette(&self, name: &str, out: &std::path::Path, file: &str) -> Option<Tiff> {
         let path = out.join("manifest.csv");
         let meta = std::fs::metadata(&path).ok()?;
         let stamp = (meta.len(), meta.modified().ok());
@@ -510,8 +513,12 @@ impl Catalog {
                 Some(files) => files,
                 None => {
                     let manifest = Manifest::read(&path).ok()?;
-                    let files: std::sync::Arc<std::collections::HashSet<String>> =
-                        std::sync::Arc::new(manifest.vignettes().map(|r| r.file.clone()).collect());
+                    let files = std::sync::Arc::new(
+                        manifest
+                            .vignettes()
+                            .map(|r| (r.file.clone(), (r.collage.clone(), r.bytes)))
+                            .collect::<std::collections::HashMap<_, _>>(),
+                    );
                     self.snapshots
                         .manifests
                         .lock()
@@ -521,9 +528,17 @@ impl Catalog {
                 }
             }
         };
-        files
-            .contains(file)
-            .then(|| out.join("vignettes").join(file))
+        let (collage, bytes) = files.get(file)?;
+        let local = out.join("vignettes").join(file);
+        if std::fs::symlink_metadata(&local).is_ok() {
+            return Some(Tiff::File(local));
+        }
+        Some(Tiff::Page {
+            folder: self.find(name).ok()??,
+            collage: collage.clone(),
+            file: file.to_string(),
+            bytes: *bytes,
+        })
     }
 
     /// The output folder of the session called `name`, without computing its status.

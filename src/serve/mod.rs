@@ -23,6 +23,7 @@ pub mod catalog;
 pub mod orders;
 pub mod pages;
 pub mod plots;
+pub mod source;
 pub mod thumbnail;
 pub mod watch;
 
@@ -95,6 +96,7 @@ pub fn router(
         .with_state(Arc::new(Service {
             catalog,
             pictures: thumbnail::Cache::default(),
+            cuts: source::Cuts::default(),
             watch,
             desk,
         }))
@@ -233,11 +235,22 @@ async fn limits(
 struct Service {
     catalog: Catalog,
     pictures: thumbnail::Cache,
+    /// Pages cut lately, for sessions without local vignettes.
+    cuts: source::Cuts,
     watch: Option<watch::Watch>,
     desk: Option<orders::Desk>,
 }
 
 impl Service {
+    /// The bytes of a vignette's TIFF, read or cut from its page.
+    fn read_tiff(&self, tiff: &source::Tiff) -> anyhow::Result<Vec<u8>> {
+        self.cuts.read(
+            tiff,
+            &self.catalog.output_root,
+            &self.catalog.options.decollage,
+        )
+    }
+
     /// A copy of the watcher's state, if it runs one.
     fn watching(&self) -> Option<serde_json::Value> {
         let watch = self.watch.as_ref()?;
@@ -476,9 +489,14 @@ async fn particle_page(State(service): Shared, Path((name, id)): Path<(String, S
             ))));
         };
         let measurements = service.measurements(&out, &id);
-        let (tags, um_per_pixel) = match particle.row.has_vignette() {
-            true => tiff_tags(&out.join("vignettes").join(&particle.row.file)),
-            false => (Vec::new(), None),
+        let tiff = particle
+            .row
+            .has_vignette()
+            .then(|| service.vignette(&name, &out, &particle.row.file))
+            .flatten();
+        let (tags, um_per_pixel) = match tiff.map(|t| service.read_tiff(&t)) {
+            Some(Ok(bytes)) => tiff_tags(&bytes),
+            _ => (Vec::new(), None),
         };
         Ok(Ok(pages::particle(
             &name,
@@ -493,13 +511,10 @@ async fn particle_page(State(service): Shared, Path((name, id)): Path<(String, S
 }
 
 /// The vignette's own tags, as the particle page lists them, and its pixel size.
-fn tiff_tags(path: &std::path::Path) -> (Vec<(String, String)>, Option<f64>) {
+fn tiff_tags(bytes: &[u8]) -> (Vec<(String, String)>, Option<f64>) {
     use crate::flowcam::vignette;
     use tiff::tags::Tag;
-    let Ok(file) = std::fs::File::open(path) else {
-        return (Vec::new(), None);
-    };
-    let Ok(mut decoder) = tiff::decoder::Decoder::new(std::io::BufReader::new(file)) else {
+    let Ok(mut decoder) = tiff::decoder::Decoder::new(std::io::Cursor::new(bytes)) else {
         return (Vec::new(), None);
     };
     let mut tags = Vec::new();
@@ -564,24 +579,25 @@ async fn picture(
         let Some(out) = service.output(&name)? else {
             return Ok(Err(no_session(&name)));
         };
-        let Some(path) = service.vignette(&out, &file) else {
+        let Some(tiff) = service.vignette(&name, &out, &file) else {
             return Ok(Err(Failure::NotFound(format!(
                 "no vignette {file} in {name}"
             ))));
         };
         let unreadable = |e: anyhow::Error| {
-            tracing::warn!("serve: vignette {}: {e:#}", path.display());
+            tracing::warn!("serve: vignette {}: {e:#}", tiff.key().display());
             Failure::NotFound(format!("vignette {file} cannot be read"))
         };
         // The browser's copy is current: answered before anything is decoded.
-        let etag = match thumbnail::etag_of(&path, side) {
+        let etag = match tiff.etag(side) {
             Ok(etag) => etag,
             Err(e) => return Ok(Err(unreadable(e))),
         };
         if known.iter().any(|t| *t == etag || t == "*") {
             return Ok(Ok((etag, None)));
         }
-        Ok(Ok(match service.pictures.get(&path, side) {
+        let read = || service.read_tiff(&tiff);
+        Ok(Ok(match service.pictures.get(&tiff, side, read) {
             Ok(picture) => (picture.etag, Some(picture.png)),
             Err(e) => return Ok(Err(unreadable(e))),
         }))

@@ -1,8 +1,8 @@
 //! PNGs of vignettes for the browser, made from the TIFFs on request and kept in a bounded
-//! cache in memory; each carries an `ETag` from the TIFF's size and time, so a browser that
-//! has it is answered 304.
+//! cache in memory; each carries an `ETag` from the TIFF's (or its page's) size and time,
+//! so a browser that has it is answered 304.
 
-use crate::engine::Digest;
+use super::source::Tiff;
 use anyhow::{Context, bail};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -43,31 +43,18 @@ pub struct Cache {
     made: std::sync::Condvar,
 }
 
-/// The entity tag of `tiff` as it is now, scaled to `side`: its path, size and time (so it
-/// is known without decoding anything).
-pub fn etag_of(tiff: &Path, side: u32) -> anyhow::Result<String> {
-    let meta = std::fs::metadata(tiff).with_context(|| tiff.display().to_string())?;
-    let modified = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    Ok(format!(
-        "\"{}\"",
-        &Digest::new()
-            .str(&tiff.display().to_string())
-            .str(&format!("{} {modified} {side}", meta.len()))
-            .hex()[..32]
-    ))
-}
-
 impl Cache {
     /// The PNG of `tiff` scaled to at most `side` pixels (0: full size): from the cache
-    /// when the TIFF has not changed since, else made now (two at a time at most).
-    pub fn get(&self, tiff: &Path, side: u32) -> anyhow::Result<Picture> {
-        let etag = etag_of(tiff, side)?;
-        let key = (tiff.to_path_buf(), side);
+    /// when the TIFF has not changed since, else made now (two at a time at most) from the
+    /// bytes `read` gives.
+    pub fn get(
+        &self,
+        tiff: &Tiff,
+        side: u32,
+        read: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+    ) -> anyhow::Result<Picture> {
+        let etag = tiff.etag(side)?;
+        let key = (tiff.key(), side);
         let cached = |cache: &Cache| {
             cache
                 .lock()
@@ -84,7 +71,8 @@ impl Cache {
         if let Some(hit) = cached(self) {
             return Ok(hit);
         }
-        let png = axum::body::Bytes::from(png_of(tiff, side)?);
+        let label = tiff.key();
+        let png = axum::body::Bytes::from(png_of(&read()?, &label, side)?);
         let picture = Picture { etag, png };
         if picture.png.len() <= CACHE_ONE {
             let mut entries = self.lock();
@@ -128,10 +116,10 @@ impl Drop for Slot<'_> {
 
 /// Decodes an 8-bit grey, RGB or RGBA TIFF and encodes it as a PNG of the same layout,
 /// its longest side scaled down (by averaging) to at most `side` pixels (0: as it is).
-pub fn png_of(tiff: &Path, side: u32) -> anyhow::Result<Vec<u8>> {
+/// `tiff` names the vignette in errors.
+pub fn png_of(bytes: &[u8], tiff: &Path, side: u32) -> anyhow::Result<Vec<u8>> {
     use crate::flowcam::vignette::{png_color, read_pixels};
-    let file = std::fs::File::open(tiff).with_context(|| tiff.display().to_string())?;
-    let mut decoder = tiff::decoder::Decoder::new(std::io::BufReader::new(file))
+    let mut decoder = tiff::decoder::Decoder::new(std::io::Cursor::new(bytes))
         .with_context(|| format!("{}: not a TIFF", tiff.display()))?;
     let (width, height) = decoder.dimensions()?;
     if width as u64 * height as u64 > MAX_PIXELS {
