@@ -55,6 +55,7 @@ pub const KEYS: &[&str] = &[
     "create-bucket",
     "upload",
     "upload-ecotaxa",
+    "local-vignettes",
     "progress",
     "log-format",
     "log-level",
@@ -121,6 +122,8 @@ pub struct Config {
     pub upload: Option<bool>,
     /// `--upload-ecotaxa`.
     pub upload_ecotaxa: Option<bool>,
+    /// `false` = `--no-local-vignettes`.
+    pub local_vignettes: Option<bool>,
     /// `--progress`: one of [`PROGRESS_VALUES`].
     pub progress: Option<String>,
     /// `--log-format`: one of [`LOG_FORMAT_VALUES`].
@@ -435,6 +438,7 @@ fn hint(key: &str) -> Option<String> {
     let normalized = normalized.trim_start_matches('-');
     let special = match normalized {
         "no-upload" => Some("write `upload = false` instead"),
+        "no-local-vignettes" => Some("write `local-vignettes = false` instead"),
         "no-embed-measurements" => Some("write `embed-measurements = false` instead"),
         "directory" | "experiment-name" | "force" | "verify-remote" | "config" => {
             Some("that option belongs to one run: give it on the command line")
@@ -546,6 +550,7 @@ mod tests {
             create-bucket = true
             upload = false
             upload-ecotaxa = true
+            local-vignettes = false
             progress = "plain"
             log-format = "json"
             log-level = "flowcam_pipeline=debug,info"
@@ -576,6 +581,7 @@ mod tests {
                 create_bucket: Some(true),
                 upload: Some(false),
                 upload_ecotaxa: Some(true),
+                local_vignettes: Some(false),
                 progress: Some("plain".into()),
                 log_format: Some("json".into()),
                 log_level: Some("flowcam_pipeline=debug,info".into()),
@@ -960,6 +966,7 @@ mod tests {
             create_bucket,
             upload,
             upload_ecotaxa,
+            local_vignettes,
             progress,
             log_format,
             log_level,
@@ -978,6 +985,7 @@ mod tests {
         assert!(depth_from_name.is_some());
         assert!(ecotaxa.is_some());
         assert!(upload_ecotaxa.is_some());
+        assert!(local_vignettes.is_some());
         assert!(s3_bucket.is_some());
         assert!(s3_endpoint.is_some());
         assert!(s3_prefix.is_some());

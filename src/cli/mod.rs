@@ -271,6 +271,7 @@ impl UploadArgs {
                 (self.verify_remote, "--verify-remote"),
                 (self.create_bucket, "--create-bucket"),
                 (self.upload_ecotaxa, "--upload-ecotaxa"),
+                (self.no_local_vignettes, "--no-local-vignettes"),
             ];
             let given: Vec<&str> = asked
                 .iter()
@@ -792,6 +793,11 @@ fn merge_tasks(args: &mut TaskArgs, m: &ArgMatches, config: &Config) {
         && let Some(v) = config.upload_ecotaxa
     {
         args.upload.upload_ecotaxa = v;
+    }
+    if !from_user(m, "no_local_vignettes")
+        && let Some(v) = config.local_vignettes
+    {
+        args.upload.no_local_vignettes = !v;
     }
     let u = &mut args.upload;
     let text = |id: &str, cli: &mut Option<String>, value: &Option<String>| {
