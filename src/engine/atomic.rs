@@ -208,18 +208,25 @@ fn check_not_a_link(folder: &Path) -> io::Result<()> {
 /// stale entry (a leftover, or a symlink planted there to make us write elsewhere) is
 /// removed first, and the file is opened with `O_CREAT | O_EXCL | O_NOFOLLOW`, so that if
 /// anything reappears at the name in between, the write fails instead of leaving the folder.
+///
+/// The name is tried first as it is (usually free: one system call), and cleared only when
+/// something is there.
 fn create_temp(temp: &Path) -> io::Result<File> {
-    match fs::remove_file(temp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(with_path(e, temp)),
-    }
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    match options.open(temp) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        other => return other,
+    }
+    match fs::remove_file(temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(with_path(e, temp)),
     }
     options.open(temp)
 }

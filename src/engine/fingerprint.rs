@@ -18,20 +18,23 @@ impl FileFingerprint {
     /// The fingerprint of `path`, or `None` when it does not exist.
     pub fn of(path: &Path) -> io::Result<Option<FileFingerprint>> {
         match std::fs::metadata(path) {
-            Ok(meta) => {
-                let mtime_ns = meta
-                    .modified()?
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as i64)
-                    .unwrap_or(0);
-                Ok(Some(FileFingerprint {
-                    size: meta.len(),
-                    mtime_ns,
-                }))
-            }
+            Ok(meta) => Self::of_metadata(&meta).map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The fingerprint of a file whose metadata is already at hand.
+    pub fn of_metadata(meta: &std::fs::Metadata) -> io::Result<FileFingerprint> {
+        let mtime_ns = meta
+            .modified()?
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        Ok(FileFingerprint {
+            size: meta.len(),
+            mtime_ns,
+        })
     }
 }
 

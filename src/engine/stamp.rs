@@ -146,26 +146,28 @@ impl OutputRecord {
     /// Why the file no longer is what was recorded, if it is not. The file itself is
     /// looked at, not what a link in its place points to.
     pub fn problem(&self) -> Option<OutputProblem> {
-        match std::fs::symlink_metadata(&self.path) {
+        // One `lstat`: a regular file's is its `stat` (this runs once per vignette on
+        // every rerun and every status).
+        let now = match std::fs::symlink_metadata(&self.path) {
             Ok(meta) if !meta.is_file() => {
                 return Some(OutputProblem::Unreadable(
                     self.path.clone(),
                     "is no longer a regular file (a link or a folder is in its place)".into(),
                 ));
             }
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Some(OutputProblem::Unreadable(self.path.clone(), e.to_string()));
+            Ok(meta) => FileFingerprint::of_metadata(&meta),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Some(OutputProblem::Missing(self.path.clone()));
             }
-            _ => {}
-        }
-        match FileFingerprint::of(&self.path) {
-            Ok(Some(now)) if now == self.fingerprint => None,
-            Ok(Some(now)) => Some(OutputProblem::Changed {
+            Err(e) => Err(e),
+        };
+        match now {
+            Ok(now) if now == self.fingerprint => None,
+            Ok(now) => Some(OutputProblem::Changed {
                 path: self.path.clone(),
                 recorded: self.fingerprint,
                 now,
             }),
-            Ok(None) => Some(OutputProblem::Missing(self.path.clone())),
             Err(e) => Some(OutputProblem::Unreadable(self.path.clone(), e.to_string())),
         }
     }
