@@ -3,7 +3,11 @@
 #
 #   scripts/bench.sh [SESSION]     SESSION defaults to ../shared/fixtures/flowcam/19_10_Tank25_blanksremoved
 #
-# Local stages first, with upload off:
+# First scripts/bench-files.sh: the full run as ratios to a bare loop creating the same
+# files in the same layout (1 and 2 workers), and direct-to-bucket against local then
+# upload, the upload alone and rclone copy, all alternating in one run.
+#
+# Then the local stages, with upload off:
 # Prints, for the full real session: wall time, vignettes per second, peak RSS, the
 # decode-only floor (the same binary decoding the collages and nothing else), their ratio,
 # and the time of a no-op rerun; then peak RSS for synthetic sessions of 9,000 particles on
@@ -37,6 +41,7 @@ session=${1:-../shared/fixtures/flowcam/19_10_Tank25_blanksremoved}
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
 cargo build --release --quiet --bin flowcam-pipeline --example make_session
+scripts/bench-files.sh "$session"
 bin=target/release/flowcam-pipeline
 work=$(mktemp -d "${TMPDIR:-/tmp}/flowcam-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
