@@ -952,6 +952,9 @@ const RUN_LEVEL: &[&str] = &[
     "upload-ecotaxa",
     "upload",
     "no-upload",
+    // Where the vignettes go is the run's choice (as upload is), not an operation's.
+    "local-vignettes",
+    "no-local-vignettes",
     "workers",
     "memory-limit",
     "force",

@@ -228,11 +228,33 @@ impl Task for DecollageImages {
         self.session.state_dir()
     }
 
+    /// Under `--no-local-vignettes` the vignettes are complete when the ledger has every
+    /// one of them: a ledger that lost lines (or was deleted) makes the task run again,
+    /// and then only the pages whose objects it lacks (see [`Plan::must_run`]).
     fn rerun_reason(&self) -> Option<String> {
-        self.direct
-            .as_ref()
-            .filter(|d| d.verify_remote)
-            .map(|_| "--verify-remote asks to check the destination itself".to_string())
+        let direct = self.direct.as_ref()?;
+        if direct.verify_remote {
+            return Some("--verify-remote asks to check the destination itself".to_string());
+        }
+        // Without a manifest the stamp's own check tells (its target is missing).
+        let manifest = Manifest::read(&self.session.manifest()).ok()?;
+        let ledger = direct.place.ledger_path();
+        let known = match crate::upload::ledger::read_entries(ledger) {
+            Ok(known) => known,
+            Err(e) => return Some(e.to_string()),
+        };
+        let prefix = direct.place.key_prefix();
+        let (mut kept, mut lacking) = (0, 0);
+        for row in manifest.vignettes() {
+            kept += 1;
+            lacking += usize::from(!known.contains_key(&format!("{prefix}{}", row.file)));
+        }
+        (lacking > 0).then(|| {
+            format!(
+                "the upload ledger {} lacks {lacking} of the {kept} vignettes",
+                ledger.display()
+            )
+        })
     }
 
     fn prepare(&self) -> anyhow::Result<Box<dyn Plan + '_>> {

@@ -154,6 +154,15 @@ impl Drop for Ledger {
     }
 }
 
+/// What the ledger at `path` records, read only (none when there is no ledger).
+pub fn read_entries(path: &Path) -> io::Result<HashMap<String, LedgerEntry>> {
+    match std::fs::read(path) {
+        Ok(text) => Ok(parse(&text).0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HashMap::new()),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    }
+}
+
 /// The number of objects the fullest ledger in `dir` records, read only (for `status`).
 pub fn largest_in(dir: &Path) -> Option<u64> {
     std::fs::read_dir(dir)
