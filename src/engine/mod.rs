@@ -16,8 +16,9 @@
 //!   stop flag set? ──yes──> Interrupted
 //!          │ no
 //!   delete stamp ─> prepare (serial, plans items)
-//!          ─> run_item for each item whose marker is stale or whose files are missing
-//!             or changed (parallel, per-item resume; no new item once the stop flag is set)
+//!          ─> run_item for each item whose marker is stale, whose files are missing or
+//!             changed, or that the plan says must run (parallel, per-item resume; no new
+//!             item once the stop flag is set)
 //!          ─> remove orphans: files no item of this plan produces (after all commits)
 //!          ─> any item failed? ──yes──> Failed (good items keep their outputs and markers)
 //!          ─> stopped? ──yes──> Interrupted (done items keep theirs)
@@ -30,8 +31,8 @@
 //! other shares are writing beside it. A run over the whole task, after every share, skips
 //! their items by their markers and does the rest.
 //!
-//! Every byte a task writes goes through [`Staging`]: temporary files beside their targets,
-//! synced, then renamed, so a crash never leaves a half-written file under a final name, and
+//! Every byte a task writes goes through [`Staging`]: temporary files (an item's in a
+//! staging folder of its own, a task's beside their targets), synced, then renamed, so a crash never leaves a half-written file under a final name, and
 //! a stamp or item marker is only written once what it vouches for is on disk.
 
 pub mod atomic;

@@ -190,14 +190,7 @@ impl Task for DecollageImages {
             parameters.insert("grey_vignettes".to_string(), "true".to_string());
         }
         if let Some(direct) = &self.direct {
-            parameters.insert(
-                "sent_to".to_string(),
-                format!(
-                    "{}, keys {}",
-                    direct.place.destination.describe(),
-                    direct.place.key_prefix()
-                ),
-            );
+            parameters.insert("sent_to".to_string(), direct.place.describe());
         }
         parameters
     }
@@ -243,11 +236,10 @@ impl Task for DecollageImages {
             Ok(known) => known,
             Err(e) => return Some(e.to_string()),
         };
-        let prefix = direct.place.key_prefix();
         let (mut kept, mut lacking) = (0, 0);
         for row in manifest.vignettes() {
             kept += 1;
-            lacking += usize::from(!known.contains_key(&format!("{prefix}{}", row.file)));
+            lacking += usize::from(!known.contains_key(&direct.place.key(&row.file)));
         }
         (lacking > 0).then(|| {
             format!(
@@ -284,7 +276,7 @@ struct Pages<'a> {
     /// Whether the rows have fields named `class` and `blank` of their own (embedded).
     own_fields: (bool, bool),
     /// Under `--no-local-vignettes`: the destination and what it is known to have.
-    sending: Option<Sending>,
+    sending: Option<Sending<'a>>,
 }
 
 /// A vignette as (file name, TIFF bytes).
@@ -294,11 +286,6 @@ pub type CutVignette = (String, Vec<u8>);
 pub struct Cutter<'a>(Pages<'a>);
 
 impl Cutter<'_> {
-    /// The collage pages, in order of first appearance in `metadata.csv`.
-    pub fn collages(&self) -> impl Iterator<Item = &str> {
-        self.0.pages.iter().map(|p| p.collage.as_str())
-    }
-
     /// The vignettes of the page `collage` as (file name, TIFF bytes), in row order;
     /// `None` when the session has no such page.
     pub fn cut_page(&self, collage: &str) -> anyhow::Result<Option<Vec<CutVignette>>> {
@@ -316,9 +303,9 @@ impl Cutter<'_> {
 }
 
 /// The destination of a session whose vignettes are not written locally, opened.
-struct Sending {
+struct Sending<'a> {
+    place: &'a Place,
     opened: Opened,
-    key_prefix: String,
     /// The session's object metadata, which every vignette carries first.
     position: Vec<(String, String)>,
     /// By page: whether the ledger lacks any of its objects (it must run again).
@@ -330,7 +317,7 @@ struct Sending {
     unchanged: std::sync::atomic::AtomicUsize,
 }
 
-impl Sending {
+impl Sending<'_> {
     fn deliver(&self, bodies: Vec<Body>) -> anyhow::Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
         let (sent, unchanged) = deliver_bodies(&self.opened, bodies)?;
@@ -477,11 +464,10 @@ impl<'a> Pages<'a> {
                 && !(blank && skip_blanks)
                 // The ledger's record, not what a listing showed: a page is done when the
                 // ledger has every object of it, so that the next run trusts it too.
-                && !opened.ledger.entries().contains_key(&format!(
-                    "{}{}",
-                    direct.place.key_prefix(),
-                    task.vignette_name(id)
-                ))
+                && !opened
+                    .ledger
+                    .entries()
+                    .contains_key(&direct.place.key(&task.vignette_name(id)))
             {
                 lacking.insert(record[columns.collage].to_string());
             }
@@ -493,7 +479,7 @@ impl<'a> Pages<'a> {
         let pages = index.into_pages();
         let sending = match (opened, &task.direct) {
             (Some(opened), Some(direct)) => Some(Sending {
-                key_prefix: direct.place.key_prefix().to_string(),
+                place: &direct.place,
                 position: session_metadata(session)?,
                 incomplete: pages.iter().map(|p| lacking.contains(&p.collage)).collect(),
                 chunk: opened
@@ -545,11 +531,7 @@ impl<'a> Pages<'a> {
         let bytes = match (written, &self.sending) {
             (NOT_WRITTEN, _) if !kept => 0,
             (NOT_WRITTEN, Some(sending)) => {
-                let key = format!(
-                    "{}{}",
-                    sending.key_prefix,
-                    self.task.vignette_name(&row[c.id])
-                );
+                let key = sending.place.key(&self.task.vignette_name(&row[c.id]));
                 sending
                     .opened
                     .known
@@ -729,7 +711,7 @@ impl Plan for Pages<'_> {
                 Some(sending) => {
                     let line = self.manifest_row(page, row, bytes.len() as u64)?;
                     bodies.push(Body {
-                        key: format!("{}{}", sending.key_prefix, line.file),
+                        key: sending.place.key(&line.file),
                         metadata: vignette_metadata(&sending.position, &line),
                         body: bytes,
                         content_type: "image/tiff",

@@ -84,12 +84,18 @@ impl Place {
         &self.key_prefix
     }
 
+    /// The key of the session's file `file` (a vignette or a table).
+    pub fn key(&self, file: &str) -> String {
+        format!("{}{file}", self.key_prefix)
+    }
+
     /// One ledger per destination and key prefix, under the session's `uploads/`.
     pub fn ledger_path(&self) -> &std::path::Path {
         &self.ledger
     }
 
-    fn ledger_title(&self) -> String {
+    /// The destination and the keys, as the ledger's first line and stamps name them.
+    pub fn describe(&self) -> String {
         format!("{}, keys {}", self.destination.describe(), self.key_prefix)
     }
 
@@ -105,7 +111,7 @@ impl Place {
             .connect()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         destination.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let title = self.ledger_title();
+        let title = self.describe();
         let (ledger, known) = if verify_remote {
             verified_ledger(destination.as_ref(), &self.ledger, &title, key_prefix)?
         } else {
@@ -359,7 +365,7 @@ impl<'a> Deliveries<'a> {
     fn plan(task: &'a UploadToS3) -> anyhow::Result<Deliveries<'a>> {
         let opened = task.place.open(task.options.verify_remote)?;
         let session = &task.session;
-        let key_prefix = task.place.key_prefix();
+        let place = &task.place;
         let position = session_metadata(session)?;
         let mut vignettes = Vec::new();
         let manifest_path = session.manifest();
@@ -369,7 +375,7 @@ impl<'a> Deliveries<'a> {
             let file = &row.file;
             vignettes.push(Candidate {
                 path: session.vignettes_dir().join(file),
-                key: format!("{key_prefix}{file}"),
+                key: place.key(file),
                 content_type: "image/tiff",
                 metadata: vignette_metadata(&position, row),
             });
@@ -389,7 +395,7 @@ impl<'a> Deliveries<'a> {
         let table = |path: PathBuf, content_type| {
             let file = path.file_name().unwrap_or_default().to_string_lossy();
             Candidate {
-                key: format!("{key_prefix}{file}"),
+                key: place.key(&file),
                 path,
                 content_type,
                 metadata: position.clone(),
