@@ -5,128 +5,12 @@
 mod common;
 
 use common::garage::Garage;
+use common::workplace::{POSITIONED, Workplace, unique_prefix};
 use common::*;
-use flowcam_pipeline::synthetic::SyntheticSession;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::Child;
 use std::time::{Duration, Instant};
-
-/// A folder name that carries a position, so the objects carry one too.
-const POSITIONED: &str = "Tank25_54.0143_-2.7770_04052023_1";
-
-fn unique_prefix(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("test-{name}-{}-{nanos}", std::process::id())
-}
-
-/// A working folder with the server's `.env` and an input session.
-struct Workplace {
-    dir: tempfile::TempDir,
-    input: PathBuf,
-    experiment: String,
-}
-
-impl Workplace {
-    fn with_fixture(garage: &Garage, folder: &str) -> Workplace {
-        let dir = tempfile::tempdir().unwrap();
-        let input = copy_fixture(dir.path(), folder);
-        std::fs::write(dir.path().join(".env"), garage.dotenv()).unwrap();
-        Workplace {
-            dir,
-            input,
-            experiment: folder.to_string(),
-        }
-    }
-
-    fn with_synthetic(garage: &Garage, particles: usize, pages: usize, name: &str) -> Workplace {
-        let dir = tempfile::tempdir().unwrap();
-        let synthetic = SyntheticSession {
-            particles,
-            pages,
-            prefix: name.into(),
-            ..SyntheticSession::default()
-        };
-        let input = synthetic.write(dir.path()).unwrap();
-        let experiment = input.file_name().unwrap().to_string_lossy().into_owned();
-        std::fs::write(dir.path().join(".env"), garage.dotenv()).unwrap();
-        Workplace {
-            dir,
-            input,
-            experiment,
-        }
-    }
-
-    fn out(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn session_out(&self, out: &str) -> PathBuf {
-        self.out(out).join(&self.experiment)
-    }
-
-    /// The binary in the working folder (so it reads the `.env` there), without the AWS
-    /// variables of the test's own environment.
-    fn command(&self, out: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_flowcam-pipeline"));
-        command
-            .current_dir(self.dir.path())
-            .args(["-d", self.input.to_str().unwrap()])
-            .args(["-o", self.out(out).to_str().unwrap()])
-            .args(args)
-            .env("HOME", self.dir.path())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("RUST_LOG");
-        for (name, _) in std::env::vars() {
-            if name.starts_with("AWS_") && name != "AWS_EC2_METADATA_DISABLED" {
-                command.env_remove(name);
-            }
-        }
-        command
-    }
-
-    fn run(&self, out: &str, args: &[&str]) -> Output {
-        self.command(out, args).output().unwrap()
-    }
-
-    fn task(&self, out: &str, name: &str) -> serde_json::Value {
-        let path = self.session_out(out).join("run-report.json");
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        report["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {name} in {report}"))
-    }
-
-    fn ledger_path(&self, out: &str) -> PathBuf {
-        let dir = self.session_out(out).join("uploads");
-        let mut ledgers: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        ledgers.retain(|p| p.extension().is_some_and(|e| e == "tsv"));
-        assert!(ledgers.len() <= 1, "{ledgers:?}");
-        ledgers.pop().unwrap_or_else(|| dir.join("none.tsv"))
-    }
-
-    /// Key -> MD5 of every well-formed ledger line.
-    fn ledger(&self, out: &str) -> HashMap<String, String> {
-        let text = std::fs::read_to_string(self.ledger_path(out)).unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let parts: Vec<&str> = l.splitn(4, '\t').collect();
-                (parts.len() == 4).then(|| (parts[3].to_string(), parts[0].to_string()))
-            })
-            .collect()
-    }
-}
 
 /// Every file under `folder` whose name ends in `.tif`, at any depth.
 fn tiffs_under(folder: &Path) -> Vec<PathBuf> {
@@ -161,21 +45,45 @@ fn sent_and_unchanged(decollage: &serde_json::Value) -> (u64, u64) {
     (numbers[0], numbers[1])
 }
 
+/// Runs the session into `local` the usual way, then into `direct` with
+/// `--no-local-vignettes`, each with `extra` and to a key prefix of its own; both must
+/// succeed. Returns the two prefixes and the direct run's arguments.
+fn local_then_direct(
+    work: &Workplace,
+    garage: &Garage,
+    name: &str,
+    extra: &[&str],
+) -> (String, String, Vec<String>) {
+    let (local, direct) = (
+        unique_prefix(&format!("{name}-local")),
+        unique_prefix(&format!("{name}-direct")),
+    );
+    let with = |prefix: &str, more: &[&str]| -> Vec<String> {
+        ["--s3-bucket", garage.bucket(), "--s3-prefix", prefix]
+            .iter()
+            .chain(extra)
+            .chain(more)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    for (out, args) in [
+        ("local", with(&local, &[])),
+        ("direct", with(&direct, &["--no-local-vignettes"])),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = work.run(out, &args);
+        assert_eq!(run.status.code(), Some(0), "{out}: {}", text(&run));
+    }
+    let args = with(&direct, &["--no-local-vignettes"]);
+    (local, direct, args)
+}
+
 #[test]
 fn the_objects_are_those_of_the_local_mode_and_no_vignette_touches_the_disk() {
     let garage = Garage::shared();
     let work = Workplace::with_fixture(&garage, POSITIONED);
-    let (local, direct) = (unique_prefix("local"), unique_prefix("direct"));
-    let bucket = ["--s3-bucket", garage.bucket()];
-    let first = work.run("local", &[&bucket[..], &["--s3-prefix", &local]].concat());
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
-    let args = [
-        &bucket[..],
-        &["--s3-prefix", &direct, "--no-local-vignettes"],
-    ]
-    .concat();
-    let second = work.run("direct", &args);
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let (local, direct, args) = local_then_direct(&work, &garage, "objects", &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
     let out = work.session_out("direct");
     assert!(!out.join("vignettes").exists(), "no vignettes folder");
@@ -400,17 +308,8 @@ fn files_of(folder: &Path) -> HashMap<String, Vec<u8>> {
 fn ecotaxa_cuts_the_pages_again_and_makes_the_same_pngs_and_table() {
     let garage = Garage::shared();
     let work = Workplace::with_fixture(&garage, POSITIONED);
-    let (local, direct) = (unique_prefix("eco-local"), unique_prefix("eco-direct"));
-    let bucket = ["--s3-bucket", garage.bucket(), "--upload-ecotaxa"];
-    let first = work.run("local", &[&bucket[..], &["--s3-prefix", &local]].concat());
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
-    let args = [
-        &bucket[..],
-        &["--s3-prefix", &direct, "--no-local-vignettes"],
-    ]
-    .concat();
-    let second = work.run("direct", &args);
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let (_, direct, args) = local_then_direct(&work, &garage, "eco", &["--upload-ecotaxa"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_eq!(tiffs_under(&work.out("direct")), Vec::<PathBuf>::new());
 
     let images = |out: &str| files_of(&work.session_out(out).join("ecotaxa/images"));
@@ -475,15 +374,10 @@ fn the_dashboard_cuts_the_pages_for_a_session_without_local_vignettes() {
     for row in manifest.vignettes().step_by(7) {
         let (status, head, png) = server.get(&format!("{base}/images/{}", row.file));
         assert_eq!(status, 200, "{}: {head}", row.file);
-        let mut reader = png::Decoder::new(std::io::Cursor::new(&png))
-            .read_info()
-            .unwrap();
-        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
-        let info = reader.next_frame(&mut pixels).unwrap();
-        pixels.truncate(info.buffer_size());
+        let (pw, ph, _, pixels) = decode_png_bytes(&png);
         let tiff = work.session_out("local").join("vignettes").join(&row.file);
         let (w, h, _, expected) = common::decode(&tiff);
-        assert_eq!((info.width, info.height), (w, h), "{}", row.file);
+        assert_eq!((pw, ph), (w, h), "{}", row.file);
         assert!(pixels == expected, "{}: other pixels", row.file);
         shown += 1;
     }

@@ -54,21 +54,9 @@ fn tsv_maps(path: &Path) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
-/// Decodes a PNG: (width, height, samples per pixel, bytes).
+/// Decodes a PNG file: (width, height, samples per pixel, bytes).
 fn decode_png(path: &Path) -> (u32, u32, usize, Vec<u8>) {
-    let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
-    let mut reader = png::Decoder::new(file).read_info().unwrap();
-    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut pixels).unwrap();
-    assert_eq!(info.bit_depth, png::BitDepth::Eight);
-    pixels.truncate(info.buffer_size());
-    let channels = match info.color_type {
-        png::ColorType::Grayscale => 1,
-        png::ColorType::Rgb => 3,
-        png::ColorType::Rgba => 4,
-        other => panic!("unexpected colour type {other:?}"),
-    };
-    (info.width, info.height, channels, pixels)
+    common::decode_png_bytes(&std::fs::read(path).unwrap())
 }
 
 fn exif_of(path: &Path) -> exif::Exif {

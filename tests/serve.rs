@@ -290,14 +290,9 @@ fn the_gallery_pages_sorts_filters_and_serves_cached_thumbnails_of_the_vignettes
         .unwrap()
         .trim()
         .to_string();
-    let mut reader = png::Decoder::new(std::io::Cursor::new(&png))
-        .read_info()
-        .unwrap();
-    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut pixels).unwrap();
-    pixels.truncate(info.buffer_size());
+    let (pw, ph, _, pixels) = common::decode_png_bytes(&png);
     let (w, h, _, tiff) = common::decode(&out.join(FIXTURE).join("vignettes").join(file));
-    assert_eq!((info.width, info.height), (w, h));
+    assert_eq!((pw, ph), (w, h));
     assert_eq!(pixels, tiff);
     // The browser's copy is current: 304 and no body.
     let mut stream = TcpStream::connect(&server.address).unwrap();

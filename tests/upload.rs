@@ -5,91 +5,44 @@ mod common;
 
 use common::garage::Garage;
 use common::upload_api::{Storing, UploadApi};
+use common::workplace::{POSITIONED, unique_prefix};
 use common::*;
-use flowcam_pipeline::synthetic::SyntheticSession;
 use md5::{Digest, Md5};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-/// A folder name that carries a position: 54.0143 N, 2.7770 W, 4 May 2023, 1 m deep.
-const POSITIONED: &str = "Tank25_54.0143_-2.7770_04052023_1";
+/// The shared working folder, with its one output root `out`.
+struct Workplace(common::workplace::Workplace);
 
-/// A key prefix no other test (or earlier run against the same server) uses.
-fn unique_prefix(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("test-{name}-{}-{nanos}", std::process::id())
-}
+/// The output root of every run here.
+const OUT: &str = "out";
 
-/// A working folder with the server's `.env`, an input session and an output root.
-struct Workplace {
-    dir: tempfile::TempDir,
-    input: PathBuf,
-    out: PathBuf,
-    experiment: String,
+impl std::ops::Deref for Workplace {
+    type Target = common::workplace::Workplace;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Workplace {
     fn with_fixture(garage: &Garage, folder: &str) -> Workplace {
-        let dir = tempfile::tempdir().unwrap();
-        let input = copy_fixture(dir.path(), folder);
-        Workplace::new(garage, dir, input, folder)
+        Workplace(common::workplace::Workplace::with_fixture(garage, folder))
     }
 
     fn with_synthetic(garage: &Garage, particles: usize, pages: usize, name: &str) -> Workplace {
-        let dir = tempfile::tempdir().unwrap();
-        let synthetic = SyntheticSession {
-            particles,
-            pages,
-            prefix: name.into(),
-            ..SyntheticSession::default()
-        };
-        let input = synthetic.write(dir.path()).unwrap();
-        let experiment = input.file_name().unwrap().to_string_lossy().into_owned();
-        Workplace::new(garage, dir, input, &experiment)
+        Workplace(common::workplace::Workplace::with_synthetic(
+            garage, particles, pages, name,
+        ))
     }
 
-    fn new(garage: &Garage, dir: tempfile::TempDir, input: PathBuf, experiment: &str) -> Workplace {
-        std::fs::write(dir.path().join(".env"), garage.dotenv()).unwrap();
-        let out = dir.path().join("out");
-        Workplace {
-            dir,
-            input,
-            out,
-            experiment: experiment.to_string(),
-        }
-    }
-
-    /// The binary, run in the working folder (so it reads the `.env` there) with no AWS
-    /// variables of the test's own environment.
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_flowcam-pipeline"));
-        command
-            .current_dir(self.dir.path())
-            .args([
-                "-d",
-                self.input.to_str().unwrap(),
-                "-o",
-                self.out.to_str().unwrap(),
-            ])
-            .args(args)
-            .env("HOME", self.dir.path())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("RUST_LOG");
-        for (name, _) in std::env::vars() {
-            if name.starts_with("AWS_") && name != "AWS_EC2_METADATA_DISABLED" {
-                command.env_remove(name);
-            }
-        }
-        command
+        self.0.command(OUT, args)
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
+        self.0.run(OUT, args)
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
@@ -105,7 +58,7 @@ impl Workplace {
         let output = Command::new(env!("CARGO_BIN_EXE_flowcam-pipeline"))
             .current_dir(self.dir.path())
             .args(["status", "--json", "-d", self.input.to_str().unwrap()])
-            .args(["-o", self.out.to_str().unwrap()])
+            .args(["-o", self.out(OUT).to_str().unwrap()])
             .args(args)
             .env("HOME", self.dir.path())
             .output()
@@ -123,45 +76,19 @@ impl Workplace {
     }
 
     fn session_out(&self) -> PathBuf {
-        self.out.join(&self.experiment)
-    }
-
-    fn report(&self) -> serde_json::Value {
-        let path = self.session_out().join("run-report.json");
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+        self.0.session_out(OUT)
     }
 
     fn upload_report(&self) -> serde_json::Value {
-        self.report()["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == "UploadToS3")
-            .cloned()
-            .expect("an UploadToS3 task in the report")
+        self.0.task(OUT, "UploadToS3")
     }
 
-    /// The one ledger of this session (the tests use one destination each).
     fn ledger_path(&self) -> PathBuf {
-        let dir = self.session_out().join("uploads");
-        let mut ledgers: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        ledgers.retain(|p| p.extension().is_some_and(|e| e == "tsv"));
-        assert!(ledgers.len() <= 1, "{ledgers:?}");
-        ledgers.pop().unwrap_or_else(|| dir.join("none.tsv"))
+        self.0.ledger_path(OUT)
     }
 
-    /// Key -> MD5 of every well-formed ledger line.
     fn ledger(&self) -> HashMap<String, String> {
-        let text = std::fs::read_to_string(self.ledger_path()).unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let parts: Vec<&str> = l.splitn(4, '\t').collect();
-                (parts.len() == 4).then(|| (parts[3].to_string(), parts[0].to_string()))
-            })
-            .collect()
+        self.0.ledger(OUT)
     }
 
     /// Local files that should be in the bucket: file name -> path.
@@ -277,7 +204,7 @@ fn the_fixture_lands_with_keys_sizes_and_metadata_and_a_rerun_sends_nothing() {
     assert_eq!(work.local_files().len(), 102 + 4);
 
     // A vignette carries the sample's position and date and the particle's id and time.
-    let manifest = manifest(&session(&work.input, &work.out));
+    let manifest = manifest(&session(&work.input, &work.out(OUT)));
     let row = &manifest[0];
     let (content_type, metadata) =
         garage.head(garage.bucket(), &format!("{key_prefix}{}", row["file"]));

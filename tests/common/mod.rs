@@ -6,6 +6,7 @@ pub mod garage;
 pub mod serve;
 pub mod stage;
 pub mod upload_api;
+pub mod workplace;
 
 use flowcam_pipeline::TOOL_VERSION;
 use flowcam_pipeline::engine::{RunReport, Runner, TaskRef};
@@ -76,6 +77,24 @@ pub fn decode(path: &Path) -> (u32, u32, usize, Vec<u8>) {
         tiff::decoder::DecodingResult::U8(pixels) => (w, h, channels, pixels),
         _ => panic!("not 8-bit"),
     }
+}
+
+/// Decodes an 8-bit PNG: (width, height, samples per pixel, bytes).
+pub fn decode_png_bytes(png: &[u8]) -> (u32, u32, usize, Vec<u8>) {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+        .read_info()
+        .unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    pixels.truncate(info.buffer_size());
+    let channels = match info.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        other => panic!("unexpected colour type {other:?}"),
+    };
+    (info.width, info.height, channels, pixels)
 }
 
 /// A CSV file's rows as maps from column name to value.
