@@ -71,8 +71,7 @@ fn local_then_direct(
         ("direct", with(&direct, &["--no-local-vignettes"])),
     ] {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = work.run(out, &args);
-        assert_eq!(run.status.code(), Some(0), "{out}: {}", text(&run));
+        work.succeed(out, &args);
     }
     let args = with(&direct, &["--no-local-vignettes"]);
     (local, direct, args)
@@ -122,8 +121,7 @@ fn the_objects_are_those_of_the_local_mode_and_no_vignette_touches_the_disk() {
     assert_eq!(ledger.len(), 106);
 
     // Nothing changed: complete, nothing contacted or sent.
-    let again = work.run("direct", &args);
-    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    work.succeed("direct", &args);
     assert_eq!(
         work.task("direct", "DecollageImages")["state"],
         "already_complete"
@@ -175,8 +173,7 @@ fn a_run_killed_mid_page_resumes_and_sends_only_what_the_ledger_lacks() {
     let state = work.session_out("out").join(".state");
     assert!(!state.join("DecollageImages.stamp.json").exists());
 
-    let rerun = work.run("out", &args);
-    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    work.succeed("out", &args);
     let decollage = work.task("out", "DecollageImages");
     let (sent, unchanged) = sent_and_unchanged(&decollage);
     assert_eq!(sent as usize, 3000 - confirmed.len(), "{decollage}");
@@ -205,8 +202,7 @@ fn verify_remote_sends_again_what_left_the_bucket_and_a_lost_ledger_costs_nothin
         &prefix,
         "--no-local-vignettes",
     ];
-    let first = work.run("out", &args);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    work.succeed("out", &args);
     let key_prefix = format!("{prefix}/{}/", work.experiment);
     let before = garage.list(garage.bucket(), &key_prefix);
     assert_eq!(before.len(), 600 + 4);
@@ -214,8 +210,7 @@ fn verify_remote_sends_again_what_left_the_bucket_and_a_lost_ledger_costs_nothin
     garage.delete(garage.bucket(), &gone);
 
     // Trusted, the ledger says complete.
-    let trusted = work.run("out", &args);
-    assert_eq!(trusted.status.code(), Some(0), "{}", text(&trusted));
+    work.succeed("out", &args);
     assert!(
         !garage
             .list(garage.bucket(), &key_prefix)
@@ -224,8 +219,7 @@ fn verify_remote_sends_again_what_left_the_bucket_and_a_lost_ledger_costs_nothin
 
     // Checked, the page that held it runs again and sends just that object.
     let verify = [&args[..], &["--verify-remote"]].concat();
-    let checked = work.run("out", &verify);
-    assert_eq!(checked.status.code(), Some(0), "{}", text(&checked));
+    work.succeed("out", &verify);
     let decollage = work.task("out", "DecollageImages");
     assert_eq!(decollage["items"]["ran"], 1, "{decollage}");
     assert_eq!(decollage["items"]["skipped"], 2, "{decollage}");
@@ -234,8 +228,7 @@ fn verify_remote_sends_again_what_left_the_bucket_and_a_lost_ledger_costs_nothin
 
     // The ledger lost: every page runs, and the listing spares every object.
     std::fs::remove_file(work.ledger_path("out")).unwrap();
-    let relisted = work.run("out", &verify);
-    assert_eq!(relisted.status.code(), Some(0), "{}", text(&relisted));
+    work.succeed("out", &verify);
     let decollage = work.task("out", "DecollageImages");
     assert_eq!(decollage["items"]["ran"], 3, "{decollage}");
     assert_eq!(sent_and_unchanged(&decollage), (0, 600), "{decollage}");
@@ -257,15 +250,13 @@ fn verify_remote_sends_again_what_left_the_bucket_and_a_lost_ledger_costs_nothin
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&ledger, kept).unwrap();
-    let mended = work.run("out", &args);
-    assert_eq!(mended.status.code(), Some(0), "{}", text(&mended));
+    work.succeed("out", &args);
     let decollage = work.task("out", "DecollageImages");
     assert_eq!(decollage["items"]["ran"], 1, "{decollage}");
     // The page's other 199 objects are in the ledger and are not sent again.
     assert_eq!(sent_and_unchanged(&decollage), (1, 199), "{decollage}");
     assert_eq!(work.ledger("out").len(), 600 + 4);
-    let idle = work.run("out", &args);
-    assert_eq!(idle.status.code(), Some(0), "{}", text(&idle));
+    work.succeed("out", &args);
     assert_eq!(
         work.task("out", "DecollageImages")["state"],
         "already_complete"
@@ -336,8 +327,7 @@ fn ecotaxa_cuts_the_pages_again_and_makes_the_same_pngs_and_table() {
         .join("ecotaxa/images")
         .join(from_direct.keys().next().unwrap());
     std::fs::remove_file(&lost).unwrap();
-    let again = work.run("direct", &args);
-    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    work.succeed("direct", &args);
     let export = work.task("direct", "ExportEcoTaxa");
     assert_eq!(export["items"]["ran"], 1, "{export}");
     assert_eq!(images("direct"), from_local);
@@ -355,10 +345,8 @@ fn the_dashboard_cuts_the_pages_for_a_session_without_local_vignettes() {
         &prefix,
         "--no-local-vignettes",
     ];
-    let run = work.run("direct", &args);
-    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
-    let local = work.run("local", &["--no-upload"]);
-    assert_eq!(local.status.code(), Some(0), "{}", text(&local));
+    work.succeed("direct", &args);
+    work.succeed("local", &["--no-upload"]);
 
     // The dashboard, with the options and the server of the run.
     let dotenv = garage.dotenv();

@@ -45,6 +45,10 @@ impl Workplace {
         self.0.run(OUT, args)
     }
 
+    fn succeed(&self, args: &[&str]) -> Output {
+        self.0.succeed(OUT, args)
+    }
+
     fn spawn(&self, args: &[&str]) -> Child {
         self.command(args)
             .stdout(std::process::Stdio::piped())
@@ -162,8 +166,7 @@ fn skipped_blanks_never_reach_the_bucket_and_flagged_ones_are_marked_with_their_
     let key = |id: u64| format!("{key_prefix}{POSITIONED}_{id}.tif");
     let args = ["--s3-bucket", garage.bucket(), "--s3-prefix", &prefix];
 
-    let skip = work.run(&[&args[..], &["--blanks", "skip"]].concat());
-    assert_eq!(skip.status.code(), Some(0), "{}", text(&skip));
+    work.succeed(&[&args[..], &["--blanks", "skip"]].concat());
     let remote = garage.list(garage.bucket(), &key_prefix);
     assert_eq!(remote.len(), 102 - 4 + 4, "98 vignettes and the 4 tables");
     for id in &blank_ids {
@@ -181,8 +184,7 @@ fn skipped_blanks_never_reach_the_bucket_and_flagged_ones_are_marked_with_their_
     assert!(!metadata.contains_key("blank"));
 
     // flag: the blanks arrive, marked.
-    let flag = work.run(&args);
-    assert_eq!(flag.status.code(), Some(0), "{}", text(&flag));
+    work.succeed(&args);
     assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
     for id in &blank_ids {
         let (_, metadata) = garage.head(garage.bucket(), &key(*id));
@@ -196,8 +198,7 @@ fn the_fixture_lands_with_keys_sizes_and_metadata_and_a_rerun_sends_nothing() {
     let work = Workplace::with_fixture(&garage, POSITIONED);
     let prefix = unique_prefix("e2e");
     let args = ["--s3-bucket", garage.bucket(), "--s3-prefix", &prefix];
-    let first = work.run(&args);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    work.succeed(&args);
 
     let key_prefix = format!("{prefix}/{POSITIONED}/");
     assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
@@ -236,8 +237,7 @@ fn the_fixture_lands_with_keys_sizes_and_metadata_and_a_rerun_sends_nothing() {
     );
 
     // Nothing changed: the whole pipeline is complete, nothing is contacted or sent.
-    let second = work.run(&args);
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    work.succeed(&args);
     assert_eq!(work.upload_report()["state"], "already_complete");
 
     // Vignettes rewritten with the same content (forced decollage): the upload reruns,
@@ -263,16 +263,14 @@ fn changed_vignettes_are_sent_again() {
     let work = Workplace::with_fixture(&garage, FIXTURE);
     let prefix = unique_prefix("changed");
     let args = ["--s3-bucket", garage.bucket(), "--s3-prefix", &prefix];
-    let first = work.run(&args);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    work.succeed(&args);
     let key_prefix = format!("{prefix}/{FIXTURE}/");
     let before = garage.list(garage.bucket(), &key_prefix);
 
     // Without the measurements in ImageDescription every vignette's content changes.
     let mut changed_args = args.to_vec();
     changed_args.push("--no-embed-measurements");
-    let second = work.run(&changed_args);
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    work.succeed(&changed_args);
     let upload = work.upload_report();
     assert_eq!(upload["items"]["ran"], 102, "{upload}");
     assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
@@ -321,8 +319,7 @@ fn a_run_killed_mid_upload_resumes_and_sends_only_the_rest() {
             .exists()
     );
 
-    let rerun = work.run(&args);
-    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    work.succeed(&args);
     let upload = work.upload_report();
     let skipped = upload["items"]["skipped"].as_u64().unwrap();
     let ran = upload["items"]["ran"].as_u64().unwrap();
@@ -373,8 +370,7 @@ fn the_server_dying_mid_upload_fails_the_run_cleanly_and_a_rerun_completes() {
     for (key, md5) in &confirmed {
         assert_eq!(remote.get(key).map(|r| &r.1), Some(md5), "{key}");
     }
-    let rerun = work.run(&args);
-    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    work.succeed(&args);
     assert_all_delivered(&garage, garage.bucket(), &key_prefix, &work);
 }
 
@@ -429,8 +425,7 @@ fn the_python_pipelines_endpoint_variable_is_read() {
         .replace("AWS_ENDPOINT_URL=", "AWS_URL_ENDPOINT=");
     std::fs::write(work.dir.path().join(".env"), env).unwrap();
     let prefix = unique_prefix("url-endpoint");
-    let output = work.run(&["--s3-bucket", garage.bucket(), "--s3-prefix", &prefix]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    work.succeed(&["--s3-bucket", garage.bucket(), "--s3-prefix", &prefix]);
     assert_all_delivered(
         &garage,
         garage.bucket(),
@@ -454,8 +449,7 @@ fn a_missing_bucket_is_named_and_create_bucket_creates_it() {
     );
     assert!(stdout.contains("--create-bucket"), "{stdout}");
 
-    let created = work.run(&["--s3-bucket", bucket, "--create-bucket"]);
-    assert_eq!(created.status.code(), Some(0), "{}", text(&created));
+    work.succeed(&["--s3-bucket", bucket, "--create-bucket"]);
     assert_all_delivered(&garage, bucket, &format!("{FIXTURE}/"), &work);
 }
 
@@ -514,8 +508,7 @@ fn the_upload_api_gets_batches_of_at_most_seven_and_a_failed_batch_is_resent() {
     assert_eq!(work.ledger().len(), 102 - failed_batch);
 
     api.fail_request(None);
-    let second = work.run(&args);
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    work.succeed(&args);
     // Only the failed batch, then the four tables in one request.
     assert_eq!(api.take_requests(), vec![failed_batch, 4]);
     assert_all_delivered(
@@ -525,8 +518,7 @@ fn the_upload_api_gets_batches_of_at_most_seven_and_a_failed_batch_is_resent() {
         &work,
     );
 
-    let third = work.run(&args);
-    assert_eq!(third.status.code(), Some(0), "{}", text(&third));
+    work.succeed(&args);
     assert!(api.take_requests().is_empty());
 }
 
@@ -536,15 +528,13 @@ fn verify_remote_repairs_a_deleted_object() {
     let work = Workplace::with_fixture(&garage, FIXTURE);
     let prefix = unique_prefix("verify");
     let args = ["--s3-bucket", garage.bucket(), "--s3-prefix", &prefix];
-    let first = work.run(&args);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    work.succeed(&args);
     let key_prefix = format!("{prefix}/{FIXTURE}/");
     let deleted = format!("{key_prefix}{FIXTURE}_8900.tif");
     garage.delete(garage.bucket(), &deleted);
 
     // The ledger still vouches for it: a plain rerun trusts it.
-    let trusting = work.run(&args);
-    assert_eq!(trusting.status.code(), Some(0), "{}", text(&trusting));
+    work.succeed(&args);
     assert!(
         !garage
             .list(garage.bucket(), &key_prefix)
@@ -553,8 +543,7 @@ fn verify_remote_repairs_a_deleted_object() {
 
     let mut verify_args = args.to_vec();
     verify_args.push("--verify-remote");
-    let verified = work.run(&verify_args);
-    assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
+    work.succeed(&verify_args);
     let upload = work.upload_report();
     assert_eq!(upload["items"]["ran"], 1, "{upload}");
     assert_eq!(upload["items"]["skipped"], 101, "{upload}");
@@ -585,8 +574,7 @@ fn upload_ecotaxa_sends_the_zip_before_the_manifest() {
         &prefix,
         "--upload-ecotaxa",
     ];
-    let output = work.run(&args);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    work.succeed(&args);
     let key_prefix = format!("{prefix}/{POSITIONED}/");
     let zip_name = format!("ecotaxa_{POSITIONED}.zip");
     let zip = work.session_out().join(&zip_name);
@@ -601,8 +589,7 @@ fn upload_ecotaxa_sends_the_zip_before_the_manifest() {
     let ledger = std::fs::read_to_string(work.ledger_path()).unwrap();
     let position = |name: &str| ledger.find(&format!("{key_prefix}{name}")).unwrap();
     assert!(position(&zip_name) < position("manifest.csv"));
-    let second = work.run(&args);
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    work.succeed(&args);
     assert_eq!(work.upload_report()["state"], "already_complete");
 }
 
@@ -679,8 +666,7 @@ fn an_upload_api_that_answers_200_but_stores_nothing_gets_nothing_recorded() {
 
     // The service healthy again: everything is delivered and confirmed.
     api.storing(Storing::All);
-    let second = work.run(&args);
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    work.succeed(&args);
     assert_all_delivered(
         &garage,
         garage.bucket(),
@@ -725,8 +711,7 @@ fn an_upload_api_that_stores_part_of_a_batch_gets_only_confirmed_batches_recorde
     api.take_requests();
 
     api.storing(Storing::All);
-    let second = work.run(&args);
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    work.succeed(&args);
     assert_eq!(api.take_requests(), vec![failed_batch, 4]);
     assert_all_delivered(
         &garage,
@@ -744,8 +729,7 @@ fn verify_remote_through_the_upload_api_resends_a_deleted_object() {
     let work = Workplace::with_fixture(&garage, FIXTURE);
     let prefix = unique_prefix("api-verify");
     let args = api_args(&api.url, &garage, &prefix);
-    let first = work.run(&args);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    work.succeed(&args);
     let key_prefix = format!("{prefix}/{FIXTURE}/");
     let deleted = format!("{key_prefix}{FIXTURE}_8900.tif");
     garage.delete(garage.bucket(), &deleted);
@@ -753,8 +737,7 @@ fn verify_remote_through_the_upload_api_resends_a_deleted_object() {
 
     let mut verify_args = args.clone();
     verify_args.push("--verify-remote");
-    let verified = work.run(&verify_args);
-    assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
+    work.succeed(&verify_args);
     let upload = work.upload_report();
     assert_eq!(upload["items"]["ran"], 1, "{upload}");
     assert_eq!(upload["items"]["skipped"], 101, "{upload}");
@@ -767,8 +750,7 @@ fn verify_remote_through_the_upload_api_resends_a_deleted_object() {
     // A lost ledger: the service gives no sizes or checksums to rebuild it from, so
     // everything is sent again.
     std::fs::remove_file(work.ledger_path()).unwrap();
-    let rebuilt = work.run(&verify_args);
-    assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt));
+    work.succeed(&verify_args);
     assert_eq!(api.take_requests().iter().sum::<usize>(), 106);
     assert_eq!(work.ledger().len(), 106);
 }

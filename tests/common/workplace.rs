@@ -95,6 +95,19 @@ impl Workplace {
         self.command(out, args).output().unwrap()
     }
 
+    /// Runs into `out` and asserts that the run succeeded (exit code 0), showing its output
+    /// when it did not.
+    pub fn succeed(&self, out: &str, args: &[&str]) -> Output {
+        let output = self.run(out, args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{out}: {}",
+            super::text(&output)
+        );
+        output
+    }
+
     /// The last run's `run-report.json` under `out`.
     pub fn report(&self, out: &str) -> serde_json::Value {
         let path = self.session_out(out).join("run-report.json");
