@@ -32,8 +32,9 @@
 //! their items by their markers and does the rest.
 //!
 //! Every byte a task writes goes through [`Staging`]: temporary files (an item's in a
-//! staging folder of its own, a task's beside their targets), synced, then renamed, so a crash never leaves a half-written file under a final name, and
-//! a stamp or item marker is only written once what it vouches for is on disk.
+//! staging folder of its own, a task's beside their targets), synced, then renamed, so a
+//! crash never leaves a half-written file under a final name, and a stamp or item marker
+//! is only written once what it vouches for is on disk.
 
 pub mod atomic;
 pub mod fingerprint;

@@ -236,14 +236,14 @@ impl Task for DecollageImages {
             Ok(known) => known,
             Err(e) => return Some(e.to_string()),
         };
-        let (mut kept, mut lacking) = (0, 0);
+        let (mut vignettes, mut lacking) = (0, 0);
         for row in manifest.vignettes() {
-            kept += 1;
+            vignettes += 1;
             lacking += usize::from(!known.contains_key(&direct.place.key(&row.file)));
         }
         (lacking > 0).then(|| {
             format!(
-                "the upload ledger {} lacks {lacking} of the {kept} vignettes",
+                "the upload ledger {} lacks {lacking} of the {vignettes} vignettes",
                 ledger.display()
             )
         })
