@@ -71,8 +71,8 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct Port {
     pub name: String,
-    /// `*` matches any run of characters within a file name; a pattern with a folder
-    /// (`vignettes/*.tif`) names files relative to the output folder.
+    /// `*` matches any run of characters within a file or folder name; a pattern with
+    /// folders (`vignettes/*/*.tif`) names files relative to the output folder.
     pub pattern: String,
     /// `1`, `?` (0 or 1), `1+` or `0+`.
     pub count: String,

@@ -229,8 +229,8 @@ impl<'a> Bridge<'a> {
                 .join("vignettes");
             for row in Manifest::read(&manifest)?.vignettes() {
                 stage(
-                    &from.join(&row.file),
-                    &self.out.join("vignettes").join(&row.file),
+                    &row.path_in(&from),
+                    &row.path_in(&self.out.join("vignettes")),
                 )?;
             }
         }
@@ -250,7 +250,7 @@ impl<'a> Bridge<'a> {
             .join("vignettes");
         let missing: Vec<&str> = rows
             .vignettes()
-            .filter(|row| !folder.join(&row.file).is_file())
+            .filter(|row| !row.path_in(&folder).is_file())
             .map(|row| row.file.as_str())
             .collect();
         if let Some(first) = missing.first() {
@@ -391,28 +391,37 @@ fn stage(file: &Path, dest: &Path) -> std::io::Result<()> {
 fn collect_outputs(declaration: &Declaration, out: &Path) -> BTreeMap<String, Vec<PathBuf>> {
     let mut found = BTreeMap::new();
     for port in &declaration.outputs {
-        let (dir, pattern) = match port.pattern.rsplit_once('/') {
-            Some((dir, pattern)) => (out.join(dir), pattern),
-            None => (out.to_path_buf(), port.pattern.as_str()),
-        };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.is_file()
-                            && p.file_name()
-                                .is_some_and(|n| declare::matches(pattern, &n.to_string_lossy()))
-                            && !crate::engine::atomic::is_temp_name(
-                                &p.file_name().unwrap_or_default().to_string_lossy(),
-                            )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let parts: Vec<&str> = port.pattern.split('/').collect();
+        let mut files = matching_paths(out, &parts);
         files.sort();
         found.insert(port.name.clone(), files);
+    }
+    found
+}
+
+/// The files under `folder` that the pattern's parts match, one part a level (the last
+/// names files, the others folders); temporaries never match.
+fn matching_paths(folder: &Path, parts: &[&str]) -> Vec<PathBuf> {
+    let Some((first, rest)) = parts.split_first() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !declare::matches(first, &name) || crate::engine::atomic::is_temp_name(&name) {
+            continue;
+        }
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        match rest.is_empty() {
+            true if kind.is_file() => found.push(entry.path()),
+            false if kind.is_dir() => found.extend(matching_paths(&entry.path(), rest)),
+            _ => {}
+        }
     }
     found
 }

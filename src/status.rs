@@ -202,13 +202,7 @@ pub fn session_status(folder: &Path, query: &StatusQuery) -> SessionStatus {
             status.vignettes = Some(check.intact() as u64);
             status.damaged = check.problems.iter().map(|p| p.to_string()).collect();
         } else {
-            status.vignettes = std::fs::read_dir(session.vignettes_dir()).ok().map(|d| {
-                d.flatten()
-                    .filter(|e| {
-                        !crate::engine::atomic::is_temp_name(&e.file_name().to_string_lossy())
-                    })
-                    .count() as u64
-            });
+            status.vignettes = count_vignettes(&session.vignettes_dir());
         }
         status.temporaries = check.temporaries.len() as u64;
     }
@@ -263,4 +257,24 @@ pub fn session_status(folder: &Path, query: &StatusQuery) -> SessionStatus {
         (SessionState::NotStarted, None)
     };
     status
+}
+
+/// The files in the page folders of `vignettes` (none when it is missing), temporaries left
+/// out.
+fn count_vignettes(vignettes: &std::path::Path) -> Option<u64> {
+    let visible = |e: &std::fs::DirEntry| {
+        !crate::engine::atomic::is_temp_name(&e.file_name().to_string_lossy())
+    };
+    let pages = std::fs::read_dir(vignettes).ok()?;
+    let mut count = 0;
+    for page in pages.flatten().filter(visible) {
+        if page.file_type().is_ok_and(|t| t.is_dir()) {
+            let files = std::fs::read_dir(page.path())
+                .into_iter()
+                .flatten()
+                .flatten();
+            count += files.filter(visible).count() as u64;
+        }
+    }
+    Some(count)
 }

@@ -30,10 +30,7 @@ fn end_to_end_on_the_fixture_then_a_rerun_that_does_nothing() {
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(stdout.contains("4 ran successfully"), "{}", text(&first));
     let session_out = out.join(FIXTURE);
-    let vignettes: Vec<_> = std::fs::read_dir(session_out.join("vignettes"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let vignettes = common::vignette_files(&session_out.join("vignettes"));
     assert_eq!(vignettes.len(), 102);
     let manifest = std::fs::read_to_string(session_out.join("manifest.csv")).unwrap();
     assert_eq!(manifest.lines().count(), 103);
@@ -152,12 +149,8 @@ fn a_killed_run_resumes_with_only_the_unfinished_collages() {
             .join(".state/DecollageImages.stamp.json")
             .exists()
     );
-    for entry in std::fs::read_dir(session_out.join("vignettes")).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.ends_with(".tif") && !name.starts_with('.') {
-            decode(&path);
-        }
+    for path in common::vignette_files(&session_out.join("vignettes")) {
+        decode(&path);
     }
 
     let rerun = run_bin(&["-d", i, "-o", o]);
@@ -283,7 +276,12 @@ fn the_whole_real_session_gives_8976_vignettes() {
             let row = &rows[&entry["particle_id"]];
             let n = |k: &str| row[k].parse::<usize>().unwrap();
             let (x, y, w, h) = (n("image_x"), n("image_y"), n("image_w"), n("image_h"));
-            let (_, _, _, pixels) = decode(&session.vignettes_dir().join(&entry["file"]));
+            let (_, _, _, pixels) = decode(
+                &session
+                    .vignettes_dir()
+                    .join(&entry["collage"])
+                    .join(&entry["file"]),
+            );
             for dy in 0..h {
                 let start = ((y + dy) * cw as usize + x) * channels;
                 assert_eq!(

@@ -42,17 +42,18 @@ fn status(input: &Path, out: &Path) -> serde_json::Value {
     common::status_json(input, out)[0].clone()
 }
 
-/// Every `.NAME.partial` under `dir`, at any depth.
+/// Every `.NAME.partial` under `dir`, at any depth (files, and the folders of pages being
+/// written).
 fn partials(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
             let path = entry.path();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(path);
-            } else if entry.file_name().to_string_lossy().ends_with(".partial") {
+            if entry.file_name().to_string_lossy().ends_with(".partial") {
                 found.push(path);
+            } else if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
             }
         }
     }
@@ -61,14 +62,12 @@ fn partials(dir: &Path) -> Vec<PathBuf> {
 
 /// The vignette files of a session output, by name, with their bytes.
 fn vignette_bytes(session_out: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(session_out.join("vignettes"))
-        .unwrap()
-        .flatten()
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| {
+    let mut files: Vec<(String, Vec<u8>)> = vignette_files(&session_out.join("vignettes"))
+        .into_iter()
+        .map(|path| {
             (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read(e.path()).unwrap(),
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                fs::read(&path).unwrap(),
             )
         })
         .collect();
@@ -128,7 +127,11 @@ fn deleted_emptied_and_truncated_vignettes_are_seen_by_status_and_repaired_page_
     assert_eq!(status(&input, &out)["state"], "complete");
 
     // Page 2 holds particles 101..=200: delete one, empty one, truncate one.
-    let vignette = |id: usize| session_out.join(format!("vignettes/touched_{id}.tif"));
+    let vignette = |id: usize| {
+        session_out.join(format!(
+            "vignettes/touched_images_000002.tif/touched_{id}.tif"
+        ))
+    };
     fs::remove_file(vignette(101)).unwrap();
     fs::File::create(vignette(150)).unwrap();
     let truncated = fs::OpenOptions::new()
@@ -188,13 +191,46 @@ fn deleted_emptied_and_truncated_vignettes_are_seen_by_status_and_repaired_page_
 }
 
 #[test]
+fn a_page_dropped_from_the_list_takes_its_folder_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = synthetic(dir.path(), "dropped", 200, 2);
+    let out = dir.path().join("out");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    assert_eq!(run_bin(&["-d", i, "-o", o]).status.code(), Some(0));
+    let vignettes = out.join("dropped/vignettes");
+    let (page1, page2) = (
+        vignettes.join("dropped_images_000001.tif"),
+        vignettes.join("dropped_images_000002.tif"),
+    );
+    assert_eq!(fs::read_dir(&page2).unwrap().count(), 100);
+    let lst = input.join("dropped.lst");
+    let list = fs::read_to_string(&lst).unwrap();
+    let kept: Vec<&str> = list
+        .lines()
+        .filter(|l| !l.contains("dropped_images_000002.tif"))
+        .collect();
+    fs::write(&lst, kept.join("\n") + "\n").unwrap();
+    let rerun = run_bin(&["-d", i, "-o", o]);
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    assert!(!page2.exists(), "the dropped page's folder is gone");
+    assert_eq!(fs::read_dir(&page1).unwrap().count(), 100);
+    assert_eq!(vignette_files(&vignettes).len(), 100);
+    let seen = status(&input, &out);
+    assert_eq!(
+        (seen["state"].as_str(), seen["vignettes"].as_u64()),
+        (Some("complete"), Some(100)),
+        "{seen}"
+    );
+}
+
+#[test]
 fn a_vignette_touched_from_outside_is_stale_even_with_the_same_size() {
     let dir = tempfile::tempdir().unwrap();
     let input = synthetic(dir.path(), "touch", 50, 1);
     let out = dir.path().join("out");
     let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
     assert_eq!(run_bin(&["-d", i, "-o", o]).status.code(), Some(0));
-    let path = out.join("touch/vignettes/touch_7.tif");
+    let path = out.join("touch/vignettes/touch_images_000001.tif/touch_7.tif");
     let mut bytes = fs::read(&path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -240,7 +276,13 @@ fn a_particle_moved_to_another_page_keeps_its_vignette_with_one_worker_and_with_
         let rerun = run_bin(&["-d", i, "-o", o, "-j", workers]);
         assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
         let session_out = out.join("moved");
-        let vignette = session_out.join("vignettes/moved_1.tif");
+        let vignette = session_out.join("vignettes/moved_images_000002.tif/moved_1.tif");
+        assert!(
+            !session_out
+                .join("vignettes/moved_images_000001.tif/moved_1.tif")
+                .exists(),
+            "-j {workers}: the moved particle's old vignette is gone"
+        );
         assert!(
             vignette.is_file(),
             "-j {workers}: the moved particle lost its vignette"
@@ -341,7 +383,11 @@ fn planar_pages_give_the_same_pixels_as_interleaved_ones_and_a_short_one_is_an_e
         let row = &rows[&entry["particle_id"]];
         let n = |k: &str| row[k].parse::<u32>().unwrap();
         let (x, y, cw, ch) = (n("image_x"), n("image_y"), n("image_w"), n("image_h"));
-        let (vw, vh, channels, pixels) = decode(&out.join("planar/vignettes").join(&entry["file"]));
+        let (vw, vh, channels, pixels) = decode(
+            &out.join("planar/vignettes")
+                .join(&entry["collage"])
+                .join(&entry["file"]),
+        );
         assert_eq!((vw, vh, channels), (cw, ch, 3));
         let mut expected = Vec::new();
         for row in y..y + ch {
@@ -390,10 +436,8 @@ fn a_killed_force_rerun_leaves_no_temporary_once_the_next_run_completes() {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".done"))
             .filter(|e| !before.contains(&marker_time(&e.path())))
             .count();
-        // Each page stages its vignettes in a folder of its own under .state.
-        if rewritten >= 1
-            && !partials(&session_out.join(".state/DecollageImages.staging")).is_empty()
-        {
+        // Each page writes its vignettes into a hidden folder of its own.
+        if rewritten >= 1 && !partials(&session_out.join("vignettes")).is_empty() {
             break;
         }
         assert!(Instant::now() < deadline, "no progress");
@@ -516,15 +560,32 @@ fn a_symlink_planted_at_a_temporary_name_is_not_followed() {
     let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
     let vignettes = out.join("planted/vignettes");
     fs::create_dir_all(&vignettes).unwrap();
-    let victim = dir.path().join("victim.txt");
-    fs::write(&victim, "precious").unwrap();
-    let planted = vignettes.join(".planted_5.tif.partial");
-    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    // A link where the page's hidden folder goes, and one where the page's folder goes,
+    // each to a folder holding something precious.
+    let victims = [dir.path().join("victim-1"), dir.path().join("victim-2")];
+    for victim in &victims {
+        fs::create_dir(victim).unwrap();
+        fs::write(victim.join("planted_5.tif"), "precious").unwrap();
+    }
+    let page = vignettes.join("planted_images_000001.tif");
+    let planted = vignettes.join(".planted_images_000001.tif.partial");
+    std::os::unix::fs::symlink(&victims[0], &planted).unwrap();
+    std::os::unix::fs::symlink(&victims[1], &page).unwrap();
 
     let output = run_bin(&["-d", i, "-o", o]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
-    let vignette = vignettes.join("planted_5.tif");
+    for victim in &victims {
+        assert_eq!(fs::read_dir(victim).unwrap().count(), 1, "nothing added");
+        assert_eq!(
+            fs::read_to_string(victim.join("planted_5.tif")).unwrap(),
+            "precious"
+        );
+    }
+    assert!(
+        fs::symlink_metadata(&page).unwrap().is_dir(),
+        "a real folder"
+    );
+    let vignette = page.join("planted_5.tif");
     let kind = fs::symlink_metadata(&vignette).unwrap().file_type();
     assert!(kind.is_file(), "the vignette is a regular file, not a link");
     decode(&vignette);
@@ -597,7 +658,7 @@ fn a_session_reached_through_a_symlink_keeps_the_name_it_was_given() {
     let session_out = out.join("Tank_54.0143_-2.7770_04052023_1");
     assert!(
         session_out
-            .join("vignettes/Tank_54.0143_-2.7770_04052023_1_1.tif")
+            .join("vignettes/raw123_images_000001.tif/Tank_54.0143_-2.7770_04052023_1_1.tif")
             .is_file()
     );
     assert!(!out.join("raw123").exists());
@@ -684,8 +745,8 @@ fn a_copied_output_folder_vouches_for_its_own_files_and_never_touches_the_origin
     );
     assert_eq!(status(&input, &copy)["state"], "complete");
     // With its vignettes gone it says so, and is repaired.
-    for entry in fs::read_dir(copy.join("copied/vignettes")).unwrap() {
-        fs::remove_file(entry.unwrap().path()).unwrap();
+    for path in vignette_files(&copy.join("copied/vignettes")) {
+        fs::remove_file(path).unwrap();
     }
     let seen = status(&input, &copy);
     assert_eq!(
@@ -712,11 +773,12 @@ fn a_copied_output_folder_vouches_for_its_own_files_and_never_touches_the_origin
     fs::write(&lst, edited.join("\n") + "\n").unwrap();
     let output = run_bin(&["-d", i, "-o", c]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let copied = copy.join("copied/vignettes");
     assert!(
-        !copy.join("copied/vignettes/copied_1.tif").exists(),
+        find_vignette(&copied, "copied_1.tif").is_none(),
         "the copy's orphan goes"
     );
-    assert!(copy.join("copied/vignettes/copied_9001.tif").is_file());
+    assert!(find_vignette(&copied, "copied_9001.tif").is_some());
     assert_eq!(
         vignette_bytes(&original.join("copied")),
         reference,
@@ -775,7 +837,7 @@ fn a_vignette_swapped_for_a_link_to_a_lookalike_is_noticed_and_replaced() {
     let out = dir.path().join("out");
     let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
     assert_eq!(run_bin(&["-d", i, "-o", o]).status.code(), Some(0));
-    let vignette = out.join("swapped/vignettes/swapped_3.tif");
+    let vignette = out.join("swapped/vignettes/swapped_images_000001.tif/swapped_3.tif");
     let lookalike = dir.path().join("lookalike.tif");
     let mut bytes = fs::read(&vignette).unwrap();
     let last = bytes.len() - 1;

@@ -83,7 +83,10 @@ fn vignette_pixels_equal_the_crop_of_the_decoded_collage() {
     let manifest = manifest(&session);
     assert_eq!(manifest.len(), 102);
     for entry in &manifest {
-        let path = session.vignettes_dir().join(&entry["file"]);
+        let path = session
+            .vignettes_dir()
+            .join(&entry["collage"])
+            .join(&entry["file"]);
         assert_eq!(
             std::fs::metadata(&path).unwrap().len().to_string(),
             entry["bytes"]

@@ -363,7 +363,7 @@ fn the_dashboard_cuts_the_pages_for_a_session_without_local_vignettes() {
         let (status, head, png) = server.get(&format!("{base}/images/{}", row.file));
         assert_eq!(status, 200, "{}: {head}", row.file);
         let (pw, ph, _, pixels) = decode_png_bytes(&png);
-        let tiff = work.session_out("local").join("vignettes").join(&row.file);
+        let tiff = row.path_in(&work.session_out("local").join("vignettes"));
         let (w, h, _, expected) = common::decode(&tiff);
         assert_eq!((pw, ph), (w, h), "{}", row.file);
         assert!(pixels == expected, "{}: other pixels", row.file);

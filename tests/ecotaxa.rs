@@ -318,7 +318,10 @@ fn pngs_have_the_tiffs_pixels_and_exif_and_the_zip_holds_them_all() {
     let mut names = Vec::new();
     for entry in &manifest {
         let id = &entry["particle_id"];
-        let tiff = session.vignettes_dir().join(&entry["file"]);
+        let tiff = session
+            .vignettes_dir()
+            .join(&entry["collage"])
+            .join(&entry["file"]);
         let png = export.images_dir().join(format!("{POSITIONED}_{id}.png"));
         assert_eq!(decode_png(&png), decode(&tiff), "particle {id} pixels");
 
@@ -429,7 +432,10 @@ fn a_page_that_lost_a_png_is_redone_alone_and_the_zip_rebuilt() {
         let png = export
             .images_dir()
             .join(format!("{experiment}_{}.png", entry["particle_id"]));
-        let tiff = session.vignettes_dir().join(&entry["file"]);
+        let tiff = session
+            .vignettes_dir()
+            .join(&entry["collage"])
+            .join(&entry["file"]);
         assert_eq!(decode_png(&png), decode(&tiff));
     }
 
@@ -489,7 +495,10 @@ fn without_a_position_lat_lon_and_depth_are_empty_and_gps_is_left_out() {
     let png = export
         .images_dir()
         .join(format!("{FIXTURE}_{}.png", entry["particle_id"]));
-    let tiff = session.vignettes_dir().join(&entry["file"]);
+    let tiff = session
+        .vignettes_dir()
+        .join(&entry["collage"])
+        .join(&entry["file"]);
     let exif = exif_of(&png);
     assert_eq!(tag_values(&exif), tag_values(&exif_of(&tiff)));
     for absent in [
@@ -597,8 +606,14 @@ fn grey_vignettes_hold_the_same_pixels_and_exif_in_fewer_bytes() {
         let png = format!("{POSITIONED}_{id}.png");
         for (kind, (rgb_file, grey_file)) in [
             (
-                rgb_session.vignettes_dir().join(&entry["file"]),
-                grey_session.vignettes_dir().join(&entry["file"]),
+                rgb_session
+                    .vignettes_dir()
+                    .join(&entry["collage"])
+                    .join(&entry["file"]),
+                grey_session
+                    .vignettes_dir()
+                    .join(&entry["collage"])
+                    .join(&entry["file"]),
             ),
             (rgb.images_dir().join(&png), grey.images_dir().join(&png)),
         ]

@@ -96,13 +96,7 @@ fn corrupt(session: &Path, page: &str) {
 
 /// The finished vignettes of a session's output folder (no temporaries).
 fn vignette_count(session_out: &Path) -> usize {
-    match fs::read_dir(session_out.join("vignettes")) {
-        Ok(entries) => entries
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".tif") && !n.starts_with('.'))
-            .count(),
-        Err(_) => 0,
-    }
+    common::vignette_files(&session_out.join("vignettes")).len()
 }
 
 /// Rows of a session's manifest.csv (without the header).

@@ -870,7 +870,10 @@ fn a_minus_zero_position_decollages_at_zero() {
         .collect();
     assert_eq!(particles, ["0", "7"]);
     for (id, (x, y, w, h)) in [("0", (0, 0, 2, 3)), ("7", (3, 1, 3, 2))] {
-        let path = session.vignettes_dir().join(format!("minus_zero_{id}.tif"));
+        let path = session
+            .vignettes_dir()
+            .join("page.tif")
+            .join(format!("minus_zero_{id}.tif"));
         let mut decoder = tiff::decoder::Decoder::new(std::fs::File::open(&path).unwrap()).unwrap();
         assert_eq!(decoder.dimensions().unwrap(), (w, h));
         let tiff::decoder::DecodingResult::U8(pixels) = decoder.read_image().unwrap() else {

@@ -386,9 +386,7 @@ fn exif_text(exif: &exif::Exif, tag: exif::Tag) -> Option<String> {
 /// EcoTaxa table.
 fn assert_the_facts_travel(session: &Session) {
     let experiment = &session.experiment;
-    let tiff = session
-        .vignettes_dir()
-        .join(format!("{experiment}_6648.tif"));
+    let tiff = common::vignette(&session.vignettes_dir(), &format!("{experiment}_6648.tif"));
     let png = session
         .output
         .join("ecotaxa/images")
@@ -426,7 +424,10 @@ fn assert_the_facts_travel(session: &Session) {
         assert_eq!(description.get("blank"), None);
     }
     // A particle without a class has none in its description.
-    let other = exif_of(&session.vignettes_dir().join(format!("{experiment}_49.tif")));
+    let other = exif_of(&common::vignette(
+        &session.vignettes_dir(),
+        &format!("{experiment}_49.tif"),
+    ));
     let description = exif_text(&other, exif::Tag::ImageDescription).unwrap();
     assert!(!description.contains("class"), "{description}");
 
@@ -534,7 +535,7 @@ fn a_sheets_position_and_the_serial_number_reach_tiff_png_and_table_alike() {
     assert_eq!(record["instrument"]["serial_number"], "FC8000-0420");
     let manifest = Manifest::read(&session.manifest()).unwrap();
     let id = &manifest.rows[0].particle_id;
-    let tiff = session.vignettes_dir().join(format!("{name}_{id}.tif"));
+    let tiff = manifest.rows[0].path_in(&session.vignettes_dir());
     let png = session
         .output
         .join("ecotaxa/images")

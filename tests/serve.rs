@@ -120,12 +120,7 @@ fn the_dashboard_and_the_api_tell_every_session_and_what_became_of_it() {
     assert_eq!(detail["runs"][0]["succeeded"], true);
     // Statuses are cached, but a change in a session's outputs is seen at once.
     let vignettes = out.join(FIXTURE).join("vignettes");
-    let first = std::fs::read_dir(&vignettes)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let first = common::vignette_files(&vignettes)[0].clone();
     std::fs::remove_file(&first).unwrap();
     // (The list a request is answered from is at most a second old.)
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -273,7 +268,10 @@ fn the_gallery_pages_sorts_filters_and_serves_cached_thumbnails_of_the_vignettes
         .read_info()
         .unwrap();
     let (tw, th) = (info.info().width, info.info().height);
-    let (w, h, _, _) = common::decode(&out.join(FIXTURE).join("vignettes").join(largest));
+    let (w, h, _, _) = common::decode(&common::vignette(
+        &out.join(FIXTURE).join("vignettes"),
+        largest,
+    ));
     assert_eq!(tw.max(th), 128, "{w}x{h} -> {tw}x{th}");
     assert!(((tw as f64 / th as f64) - (w as f64 / h as f64)).abs() < 0.02);
 
@@ -291,7 +289,10 @@ fn the_gallery_pages_sorts_filters_and_serves_cached_thumbnails_of_the_vignettes
         .trim()
         .to_string();
     let (pw, ph, _, pixels) = common::decode_png_bytes(&png);
-    let (w, h, _, tiff) = common::decode(&out.join(FIXTURE).join("vignettes").join(file));
+    let (w, h, _, tiff) = common::decode(&common::vignette(
+        &out.join(FIXTURE).join("vignettes"),
+        file,
+    ));
     assert_eq!((pw, ph), (w, h));
     assert_eq!(pixels, tiff);
     // The browser's copy is current: 304 and no body.
@@ -321,7 +322,7 @@ fn the_gallery_pages_sorts_filters_and_serves_cached_thumbnails_of_the_vignettes
     // A listed vignette replaced by a file claiming 3,000 x 3,000 pixels is not decoded,
     // and the answer names no path of the server.
     let victim = all["particles"][50]["file"].as_str().unwrap();
-    let path = out.join(FIXTURE).join("vignettes").join(victim);
+    let path = common::vignette(&out.join(FIXTURE).join("vignettes"), victim);
     let mut huge = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     tiff::encoder::TiffEncoder::new(&mut huge)
         .unwrap()
@@ -379,9 +380,7 @@ fn with_watch_the_service_runs_the_pass_itself_and_shows_it() {
     assert_eq!(sessions[0]["experiment"], FIXTURE, "{sessions}");
     assert_eq!(sessions[0]["vignettes"], 102);
     assert_eq!(
-        std::fs::read_dir(out.join(FIXTURE).join("vignettes"))
-            .unwrap()
-            .count(),
+        common::vignette_files(&out.join(FIXTURE).join("vignettes")).len(),
         102
     );
     let page = server.page("/");

@@ -44,6 +44,14 @@ fn files_in(folder: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// The vignettes' names, in their pages' folders.
+fn vignettes_in(folder: &Path) -> BTreeSet<String> {
+    common::vignette_files(folder)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
 #[test]
 fn blanks_are_found_flagged_or_skipped_and_always_counted() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,7 +108,7 @@ fn blanks_are_found_flagged_or_skipped_and_always_counted() {
         assert_eq!(row.blank, blank, "particle {id}");
         assert_eq!(row.file.is_empty(), blank, "particle {id}");
     }
-    assert_eq!(files_in(&session.vignettes_dir()).len(), 91);
+    assert_eq!(vignettes_in(&session.vignettes_dir()).len(), 91);
     assert_eq!(files_in(&session.output.join("ecotaxa/images")).len(), 91);
     let decollage = report.task("DecollageImages").unwrap();
     assert_eq!(
@@ -114,13 +122,13 @@ fn blanks_are_found_flagged_or_skipped_and_always_counted() {
     let manifest = Manifest::read(&session.manifest()).unwrap();
     assert!(manifest.rows.iter().all(|r| !r.file.is_empty()));
     assert_eq!(manifest.rows.iter().filter(|r| r.blank).count(), 11);
-    assert_eq!(files_in(&session.vignettes_dir()).len(), 102);
+    assert_eq!(vignettes_in(&session.vignettes_dir()).len(), 102);
     assert_eq!(
         report.task("DecollageImages").unwrap().notes,
         ["11 of 102 particles flagged blank"]
     );
     let description = |id: u64| {
-        let path = session.vignettes_dir().join(format!("{FIXTURE}_{id}.tif"));
+        let path = common::vignette(&session.vignettes_dir(), &format!("{FIXTURE}_{id}.tif"));
         let mut decoder = tiff::decoder::Decoder::new(std::fs::File::open(path).unwrap()).unwrap();
         let text = decoder
             .get_tag_ascii_string(tiff::tags::Tag::ImageDescription)

@@ -90,7 +90,7 @@ fn upload_to_s3_alone_sends_every_vignette_and_table() {
     for (key, (size, _)) in &listed {
         let name = key.strip_prefix(&keys_prefix).unwrap();
         let local = if name.ends_with(".tif") {
-            session.vignettes_dir().join(name)
+            common::vignette(&session.vignettes_dir(), name)
         } else {
             session.output.join(name)
         };

@@ -98,10 +98,8 @@ impl Workplace {
     /// Local files that should be in the bucket: file name -> path.
     fn local_files(&self) -> HashMap<String, PathBuf> {
         let out = self.session_out();
-        let mut files: HashMap<String, PathBuf> = std::fs::read_dir(out.join("vignettes"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "tif"))
+        let mut files: HashMap<String, PathBuf> = common::vignette_files(&out.join("vignettes"))
+            .into_iter()
             .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p))
             .collect();
         for table in [

@@ -34,7 +34,9 @@
 //! Every byte a task writes goes through [`Staging`]: temporary files (an item's in a
 //! staging folder of its own, a task's beside their targets), synced, then renamed, so a
 //! crash never leaves a half-written file under a final name, and a stamp or item marker
-//! is only written once what it vouches for is on disk.
+//! is only written once what it vouches for is on disk. An item that fills a folder of its
+//! own ([`Plan::owned_folder`]) writes it whole instead: its files under their own names
+//! in a hidden sibling folder, synced, which then takes the folder's place in one rename.
 
 pub mod atomic;
 pub mod fingerprint;

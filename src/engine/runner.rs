@@ -431,7 +431,15 @@ impl Runner {
             // this plan produces it (a particle moved to another page keeps its vignette,
             // whichever page ran first).
             let current: HashSet<&str> = slots.iter().map(|s| s.name.as_str()).collect();
-            remove_orphans(&marker_dir, &workspace, &current, &slots, replaced);
+            let targets = task.outputs();
+            remove_orphans(
+                &marker_dir,
+                &workspace,
+                &current,
+                &slots,
+                replaced,
+                &targets,
+            );
         }
         if !errors.is_empty() {
             return Ok(Execution::Failed(errors));
@@ -516,7 +524,8 @@ impl Runner {
             )]);
         }
         for leftover in stamp::temporaries_in(&written) {
-            if let Err(e) = std::fs::remove_file(&leftover)
+            // A file, or the folder of an owning item that was interrupted.
+            if let Err(e) = crate::engine::atomic::remove_any(&leftover)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 return Err(vec![format!(
@@ -579,11 +588,12 @@ impl Runner {
                     return ItemOutcome::NotAttempted;
                 }
                 let item = &items[index];
-                let staging = match &slots[index].marker {
+                let staging = match (&slots[index].marker, plan.owned_folder(index)) {
+                    (Some(_), Some(folder)) => Staging::owning(folder),
                     // Each item stages in a folder of its own: concurrent items whose files
                     // share a folder do not queue on its lock while creating them.
-                    Some(_) => Staging::in_folder(staging_dir.join(&slots[index].name)),
-                    None => Staging::new(),
+                    (Some(_), None) => Staging::in_folder(staging_dir.join(&slots[index].name)),
+                    (None, _) => Staging::new(),
                 };
                 let outcome = run_item(plan, index, item, &slots[index], &workspace, staging);
                 if matches!(outcome, ItemOutcome::Stopped(_)) {
@@ -815,6 +825,7 @@ fn remove_orphans(
     current: &HashSet<&str>,
     slots: &[ItemSlot],
     mut candidates: Vec<PathBuf>,
+    targets: &[PathBuf],
 ) {
     let (from_shares, mut dropped_markers) = read_replaced(marker_dir, workspace);
     candidates.extend(from_shares);
@@ -839,8 +850,18 @@ fn remove_orphans(
         .filter_map(|s| s.read_marker(workspace))
         .flat_map(|m| m.outputs.into_iter().map(|r| r.path))
         .collect();
+    let mut emptied = BTreeSet::new();
     for orphan in candidates.iter().filter(|p| !kept.contains(p.as_path())) {
-        let _ = std::fs::remove_file(orphan);
+        if std::fs::remove_file(orphan).is_ok()
+            && let Some(parent) = orphan.parent()
+        {
+            emptied.insert(parent.to_path_buf());
+        }
+    }
+    // A folder left empty (the folder of a page dropped from the list) goes too, unless it
+    // is one of the task's targets; a folder with anything in it stays.
+    for folder in emptied.iter().filter(|f| !targets.contains(f)) {
+        let _ = std::fs::remove_dir(folder);
     }
     for marker in dropped_markers {
         let _ = std::fs::remove_file(marker);

@@ -90,6 +90,15 @@ pub trait Plan: Send + Sync {
         Ok(())
     }
 
+    /// The folder item `index` fills whole, if it has one: its files there are written under
+    /// their own names into a hidden sibling that replaces the folder when the item commits
+    /// ([`Staging::owning`]), so concurrent items share no folder and no file is renamed on
+    /// its own. Files the folder held that the item did not write this time are gone then.
+    /// Each item must own a different folder.
+    fn owned_folder(&self, _index: usize) -> Option<PathBuf> {
+        None
+    }
+
     /// How many items run at once when it should not be the runner's worker count: items
     /// that mostly wait on a network (uploads) want many more in flight than there are
     /// cores.

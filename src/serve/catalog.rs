@@ -98,8 +98,8 @@ pub const STATUS_TTL: Duration = Duration::from_secs(30);
 /// A session's status costs a look at every one of its outputs (thousands of vignettes);
 /// the dashboard asks for all of them on every page. So each status is kept with the
 /// modification times of the folders whose change would change it (the session folder,
-/// its output folder, the vignettes and the state folder), and computed again only when
-/// one of them moved or [`STATUS_TTL`] passed.
+/// its output folder, the vignettes folder and each page's folder in it, the state
+/// folder), and computed again only when one of them moved or [`STATUS_TTL`] passed.
 #[derive(Debug, Clone, Default)]
 pub struct StatusCache {
     entries: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, Cached>>>,
@@ -120,12 +120,23 @@ impl StatusCache {
         let time = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let mut signal = vec![time(folder)];
         if let Some(out) = out {
+            let vignettes = out.join("vignettes");
             signal.extend([
                 time(out),
-                time(&out.join("vignettes")),
+                time(&vignettes),
                 time(&out.join(".state")),
                 time(&out.join("uploads")),
             ]);
+            // A vignette deleted from its page's folder moves only that folder's time: one
+            // look per page, where the status looks at every vignette.
+            let mut pages: Vec<PathBuf> = std::fs::read_dir(&vignettes)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            pages.sort();
+            signal.extend(pages.iter().map(|p| time(p)));
         }
         signal
     }
@@ -529,7 +540,7 @@ impl Catalog {
             }
         };
         let (collage, bytes) = files.get(file)?;
-        let local = out.join("vignettes").join(file);
+        let local = crate::tasks::manifest::vignette_path(&out.join("vignettes"), collage, file);
         if std::fs::symlink_metadata(&local).is_ok() {
             return Some(Tiff::File(local));
         }

@@ -7,12 +7,12 @@
 //! alone; the others keep their vignettes, so a rerun after the fix does only the rest.
 
 use crate::engine::{Digest, Item, Parameters, Plan, Staging, Task, TaskRef};
-use crate::flowcam::lst::{Field, FieldType, check_plain_file_name, parse_timestamp};
+use crate::flowcam::lst::{Field, FieldType, parse_timestamp};
 use crate::flowcam::vignette;
 use crate::flowcam::{Collage, PixelFormat};
 use crate::tasks::Session;
 use crate::tasks::extract_metadata::{SessionRecord, SessionTags};
-use crate::tasks::manifest::{Manifest, ManifestRow};
+use crate::tasks::manifest::{Manifest, ManifestRow, check_page_name, page_folder, vignette_path};
 use crate::tasks::page_rows::{PageIndex, PageRows};
 use crate::tasks::read_metadata::Schema;
 use crate::tasks::registry::TaskEntry;
@@ -27,6 +27,10 @@ use std::sync::{Arc, Mutex};
 
 /// How many bad particles one collage's error lists before summarising.
 const MAX_LISTED: usize = 10;
+
+/// How local vignettes are laid out, in the task's parameters and each page's fingerprint:
+/// `vignettes/<collage>/<file>` (see [`crate::tasks::manifest::page_folder`]).
+const LAYOUT: &str = "a folder per page";
 
 #[derive(Debug, Clone, Copy)]
 pub struct DecollageOptions {
@@ -189,8 +193,15 @@ impl Task for DecollageImages {
         if self.options.grey {
             parameters.insert("grey_vignettes".to_string(), "true".to_string());
         }
-        if let Some(direct) = &self.direct {
-            parameters.insert("sent_to".to_string(), direct.place.describe());
+        match &self.direct {
+            Some(direct) => {
+                parameters.insert("sent_to".to_string(), direct.place.describe());
+            }
+            // A folder per page: the stamps of sessions cut into one flat folder are stale, so that
+            // their pages are cut again into folders of their own.
+            None => {
+                parameters.insert("layout".to_string(), LAYOUT.to_string());
+            }
         }
         parameters
     }
@@ -443,7 +454,11 @@ impl<'a> Pages<'a> {
         // Pages with an object the ledger lacks (under --no-local-vignettes).
         let mut lacking: HashSet<String> = HashSet::new();
         // One pass: each page's runs of rows and its digest, as the rows go by.
-        let mut index = PageIndex::new(Digest::new().str(&facts.session_digest()));
+        let mut base = Digest::new().str(&facts.session_digest());
+        if task.direct.is_none() {
+            base = base.str(LAYOUT);
+        }
+        let mut index = PageIndex::new(base);
         let mut record = csv::StringRecord::new();
         let (mut rows, mut blank_rows) = (0, 0);
         loop {
@@ -525,7 +540,7 @@ impl<'a> Pages<'a> {
         written: u64,
     ) -> anyhow::Result<ManifestRow> {
         let c = &self.columns;
-        let path = self.vignette_path(row);
+        let path = self.vignette_path(&page.collage, row);
         let blank = self.facts.is_blank(&row[c.id]);
         let kept = !(blank && self.task.options.blanks == BlankPolicy::Skip);
         let bytes = match (written, &self.sending) {
@@ -583,8 +598,8 @@ impl<'a> Pages<'a> {
         let page = &self.pages[index];
         let collage_file = &page.collage;
         // metadata.csv is ours, but may have been edited: never follow a path out of the
-        // session folder.
-        check_plain_file_name(collage_file).map_err(anyhow::Error::msg)?;
+        // session folder (nor name a page's folder like a temporary).
+        check_page_name(collage_file).map_err(anyhow::Error::msg)?;
         tracing::debug!(
             session = %self.task.session.experiment,
             task = "DecollageImages",
@@ -676,11 +691,12 @@ impl<'a> Pages<'a> {
         Ok(())
     }
 
-    fn vignette_path(&self, row: &csv::StringRecord) -> PathBuf {
-        self.task
-            .session
-            .vignettes_dir()
-            .join(self.task.vignette_name(&row[self.columns.id]))
+    fn vignette_path(&self, collage: &str, row: &csv::StringRecord) -> PathBuf {
+        vignette_path(
+            &self.task.session.vignettes_dir(),
+            collage,
+            &self.task.vignette_name(&row[self.columns.id]),
+        )
     }
 }
 
@@ -696,6 +712,16 @@ impl Plan for Pages<'_> {
             .collect()
     }
 
+    /// Locally, each page's vignettes fill a folder of their own.
+    fn owned_folder(&self, index: usize) -> Option<PathBuf> {
+        self.task.direct.is_none().then(|| {
+            page_folder(
+                &self.task.session.vignettes_dir(),
+                &self.pages[index].collage,
+            )
+        })
+    }
+
     fn must_run(&self, index: usize) -> bool {
         self.sending.as_ref().is_some_and(|s| s.incomplete[index])
     }
@@ -707,7 +733,7 @@ impl Plan for Pages<'_> {
         self.cut(index, |i, row, bytes| {
             sizes.push((i, bytes.len() as u64));
             match &self.sending {
-                None => out.write(self.vignette_path(row), &bytes)?,
+                None => out.write(self.vignette_path(&page.collage, row), &bytes)?,
                 Some(sending) => {
                     let line = self.manifest_row(page, row, bytes.len() as u64)?;
                     bodies.push(Body {

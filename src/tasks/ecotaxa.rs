@@ -311,7 +311,7 @@ impl<'a> Export<'a> {
     }
 
     fn tiff_path(&self, v: &Vignette) -> PathBuf {
-        self.task.session.vignettes_dir().join(&v.file)
+        v.path_in(&self.task.session.vignettes_dir())
     }
 
     fn png_name(&self, v: &Vignette) -> String {

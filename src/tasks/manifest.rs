@@ -25,8 +25,9 @@ pub const MANIFEST_HEADER: [&str; 9] = [
 /// One particle's row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestRow {
-    /// The vignette's file name in `vignettes/`; empty when none was written (a blank
-    /// left out with `--blanks skip`).
+    /// The vignette's file name (and object name), in its page's folder
+    /// `vignettes/<collage>/`; empty when none was written (a blank left out with
+    /// `--blanks skip`).
     pub file: String,
     pub particle_id: String,
     /// The collage page the particle was cut from.
@@ -51,6 +52,36 @@ impl ManifestRow {
     pub fn has_vignette(&self) -> bool {
         !self.file.is_empty()
     }
+
+    /// Where its vignette is under the session's `vignettes` folder.
+    pub fn path_in(&self, vignettes: &Path) -> PathBuf {
+        vignette_path(vignettes, &self.collage, &self.file)
+    }
+}
+
+/// The folder of one collage page's vignettes: `vignettes/<collage>/`, named after the
+/// page's file so that it joins back to the manifest's `collage` column. A folder per page
+/// lets the pages be cut in parallel without queueing on one folder (each page's folder is
+/// written whole: see [`crate::engine::Staging::owning`]).
+pub fn page_folder(vignettes: &Path, collage: &str) -> PathBuf {
+    vignettes.join(collage)
+}
+
+/// Where the vignette `file` of page `collage` is: `vignettes/<collage>/<file>`.
+pub fn vignette_path(vignettes: &Path, collage: &str, file: &str) -> PathBuf {
+    page_folder(vignettes, collage).join(file)
+}
+
+/// A collage name that can name a page's folder: a plain file name that is not one of the
+/// hidden names of temporaries.
+pub fn check_page_name(collage: &str) -> Result<(), String> {
+    check_plain_file_name(collage)?;
+    if crate::engine::atomic::is_temp_name(collage) {
+        return Err(format!(
+            "{collage:?} is named like a temporary (.NAME.partial)"
+        ));
+    }
+    Ok(())
 }
 
 /// A manifest as read: its rows in file order, each with its line number.
@@ -93,6 +124,7 @@ impl Manifest {
                 .and_then(|()| {
                     if row.has_vignette() {
                         check_plain_file_name(&row.file)
+                            .and_then(|()| check_page_name(&row.collage))
                     } else {
                         Ok(())
                     }

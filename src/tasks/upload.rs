@@ -374,7 +374,7 @@ impl<'a> Deliveries<'a> {
         for row in manifest.vignettes().filter(|_| !task.options.direct) {
             let file = &row.file;
             vignettes.push(Candidate {
-                path: session.vignettes_dir().join(file),
+                path: row.path_in(&session.vignettes_dir()),
                 key: place.key(file),
                 content_type: "image/tiff",
                 metadata: vignette_metadata(&position, row),

@@ -52,16 +52,43 @@ pub fn run(session: &Arc<Session>, options: DecollageOptions) -> RunReport {
     Runner::new(TOOL_VERSION, 2).run(&root).unwrap()
 }
 
+/// The session's vignettes (in their pages' folders), sorted by file name.
 pub fn vignettes(session: &Session) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(session.vignettes_dir()) {
-        Ok(entries) => entries
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "tif"))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    files.sort();
+    vignette_files(&session.vignettes_dir())
+}
+
+/// The `.tif` files in the page folders of a `vignettes` folder, sorted by file name (no
+/// temporaries: their names end in `.partial`).
+pub fn vignette_files(vignettes: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for page in std::fs::read_dir(vignettes).into_iter().flatten() {
+        let page = page.unwrap().path();
+        if !page.is_dir() || page.file_name().unwrap().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        for entry in std::fs::read_dir(&page).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "tif") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     files
+}
+
+/// The vignette named `file` in whichever page folder of `vignettes` holds it.
+pub fn find_vignette(vignettes: &Path, file: &str) -> Option<PathBuf> {
+    std::fs::read_dir(vignettes)
+        .ok()?
+        .map(|e| e.unwrap().path().join(file))
+        .find(|p| p.is_file())
+}
+
+/// The vignette named `file` under `vignettes`; panics naming it when there is none.
+pub fn vignette(vignettes: &Path, file: &str) -> PathBuf {
+    find_vignette(vignettes, file)
+        .unwrap_or_else(|| panic!("no vignette {file} under {}", vignettes.display()))
 }
 
 /// Decodes a TIFF with the `tiff` crate: (width, height, samples per pixel, bytes).
