@@ -238,8 +238,15 @@ impl Sift {
 
 /// Measures the crops of one collage page's particles (`collage_file` in the session
 /// folder `folder`). A page that cannot be read leaves its particles unmeasured (not blank)
-/// and says why; it fails nothing, since cutting that page reports it again.
-pub fn sift_page(folder: &Path, collage_file: &str, particles: &[Placement]) -> Sift {
+/// and says why; it fails nothing, since cutting that page reports it again. With
+/// `hand_over`, the decoded page is then kept for the task that cuts it
+/// ([`Collage::hand_over`]).
+pub fn sift_page(
+    folder: &Path,
+    collage_file: &str,
+    particles: &[Placement],
+    hand_over: bool,
+) -> Sift {
     let mut sift = Sift::default();
     let page = crate::flowcam::lst::check_plain_file_name(collage_file)
         .map_err(anyhow::Error::msg)
@@ -273,6 +280,9 @@ pub fn sift_page(folder: &Path, collage_file: &str, particles: &[Placement]) -> 
             "{collage_file}: {outside} particles lie outside the {}x{} page",
             page.width, page.height
         ));
+    }
+    if hand_over {
+        page.hand_over();
     }
     sift
 }

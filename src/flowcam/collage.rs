@@ -1,7 +1,7 @@
 //! Collage pages: the TIFF images in which the instrument packs particle images side by side.
 
 use crate::budget::{MemoryBudget, Reservation};
-use crate::flowcam::input;
+use crate::flowcam::{input, kept_pages};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
@@ -39,6 +39,8 @@ pub struct Collage {
     budget: Option<&'static MemoryBudget>,
     /// The page's share of the process's memory budget, held while the page lives.
     _memory: Option<Reservation>,
+    /// The file it was decoded from, as it was then (for [`Collage::hand_over`]).
+    source: Option<(std::path::PathBuf, kept_pages::FileStamp)>,
 }
 
 impl Drop for Collage {
@@ -52,9 +54,39 @@ impl Drop for Collage {
 impl Collage {
     /// Decodes the first page of the TIFF at `path`, which must be a regular file inside
     /// the session folder `folder` (canonical), within the process's page memory budget.
+    ///
+    /// A page handed over by an earlier task of the run ([`Collage::hand_over`]) is taken
+    /// instead of decoded again, if its file is unchanged.
     pub fn open(path: &Path, folder: &Path) -> anyhow::Result<Collage> {
         let file = input::open_regular(path, folder)?;
-        Self::read(file, Some(MemoryBudget::pages()))
+        let stamp = file
+            .metadata()
+            .map(|meta| kept_pages::FileStamp::of(&meta))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let budget = MemoryBudget::pages();
+        if let Some(mut page) = kept_pages::take(path, stamp) {
+            page._memory = Some(budget.reserve(page.pixels.len().saturating_mul(2)));
+            page.source = Some((path.to_path_buf(), stamp));
+            return Ok(page);
+        }
+        let mut page = Self::read(file, Some(budget))?;
+        page.source = Some((path.to_path_buf(), stamp));
+        Ok(page)
+    }
+
+    /// Keeps the page for the next task of this run that opens the same file (see
+    /// [`kept_pages`]), if it fits in the pages' share of the budget; else drops it.
+    pub fn hand_over(mut self) {
+        if let Some((path, stamp)) = self.source.take() {
+            let limit = self.budget.map_or(0, |b| b.limit());
+            kept_pages::keep(&path, stamp, self, limit);
+        }
+    }
+
+    /// The page without its share of the budget (kept pages hold none).
+    pub(crate) fn without_reservation(mut self) -> Collage {
+        self._memory = None;
+        self
     }
 
     /// Decodes the first page of an already opened TIFF.
@@ -119,6 +151,7 @@ impl Collage {
                 pixels,
                 budget: None,
                 _memory: memory,
+                source: None,
             });
         }
         let layout = decoder.image_buffer_layout().map_err(|e| e.to_string())?;
@@ -154,6 +187,7 @@ impl Collage {
             pixels,
             budget,
             _memory: memory,
+            source: None,
         })
     }
 

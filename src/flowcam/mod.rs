@@ -4,6 +4,7 @@ pub mod blank;
 pub mod calibration;
 pub mod collage;
 pub mod input;
+pub mod kept_pages;
 pub mod lst;
 pub mod region;
 pub mod session_name;

@@ -700,6 +700,14 @@ impl<'a> Pages<'a> {
     }
 }
 
+/// The pages ExtractMetadata kept for this task and it did not take (their items were
+/// done already) go when the task ends.
+impl Drop for Pages<'_> {
+    fn drop(&mut self) {
+        crate::flowcam::kept_pages::discard(&self.task.session.input);
+    }
+}
+
 impl Plan for Pages<'_> {
     fn items(&self) -> Vec<Item> {
         self.pages

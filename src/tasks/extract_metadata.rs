@@ -58,6 +58,9 @@ pub struct ExtractMetadata {
     session: Arc<Session>,
     metadata: TaskRef,
     options: ExtractOptions,
+    /// Keep each decoded page for DecollageImages of the same run (not a parameter: the
+    /// outputs are the same either way).
+    hand_over: bool,
 }
 
 impl ExtractMetadata {
@@ -66,7 +69,16 @@ impl ExtractMetadata {
             session,
             metadata,
             options,
+            hand_over: false,
         }
+    }
+
+    /// Hands each page it decodes over to the task that cuts it next in this run, so
+    /// that a page is decoded once instead of twice when it fits
+    /// ([`crate::flowcam::kept_pages`]).
+    pub fn hand_over_pages(mut self) -> Self {
+        self.hand_over = true;
+        self
     }
 
     /// Where this session's side files are, by kind. VisualSpreadsheet names them after the
@@ -213,7 +225,12 @@ impl Plan for Extract<'_> {
     fn run_item(&self, index: usize, out: &mut Staging) -> anyhow::Result<()> {
         let page = &self.particles.pages[index];
         let placements = self.particles.placements(page)?;
-        let sift = blank::sift_page(&self.task.session.input, &page.collage, &placements);
+        let sift = blank::sift_page(
+            &self.task.session.input,
+            &page.collage,
+            &placements,
+            self.task.hand_over,
+        );
         out.write(
             self.page_findings(&page.collage),
             &serde_json::to_vec(&sift)?,

@@ -68,11 +68,10 @@ impl FlowCamPipeline {
     ) -> FlowCamPipeline {
         let options = options.into();
         let metadata: TaskRef = Arc::new(ReadMetadata::new(session.clone()));
-        let extract: TaskRef = Arc::new(ExtractMetadata::new(
-            session.clone(),
-            metadata.clone(),
-            options.extract,
-        ));
+        let extract: TaskRef = Arc::new(
+            ExtractMetadata::new(session.clone(), metadata.clone(), options.extract)
+                .hand_over_pages(),
+        );
         let mut decollage = DecollageImages::new(session.clone(), metadata, options.decollage)
             .with_record(extract.clone());
         if let Some(delivery) = delivery.as_ref().filter(|d| d.options.direct) {
