@@ -258,6 +258,8 @@ pub fn run_session(folder: &Path, options: &PassOptions, runner: &Runner) -> Ses
         }
     };
     let report = runner.run(&root);
+    // Pages ExtractMetadata kept that no task took (DecollageImages failed or never ran).
+    crate::flowcam::kept_pages::discard(&session.input);
     conclude(result, report, options, &session)
 }
 
@@ -382,7 +384,9 @@ pub fn run_pages(
         task: task.id(),
         items: pages,
     };
-    conclude(result, runner.run_share(&task, &share), options, &session)
+    let report = runner.run_share(&task, &share);
+    crate::flowcam::kept_pages::discard(&session.input);
+    conclude(result, report, options, &session)
 }
 
 /// Whether every task of `root` is complete now (a few `stat` calls).

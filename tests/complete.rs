@@ -224,6 +224,76 @@ fn a_page_dropped_from_the_list_takes_its_folder_with_it() {
 }
 
 #[test]
+fn flat_vignettes_of_an_interrupted_move_to_page_folders_are_removed() {
+    // A run of an earlier build wrote vignettes/<file>; the move to page folders was
+    // killed after the pages' markers listed their folders and before the flat files were
+    // removed: the task has no stamp, and the flat files are listed nowhere.
+    let dir = tempfile::tempdir().unwrap();
+    let input = synthetic(dir.path(), "flat", 60, 2);
+    let out = dir.path().join("out");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    assert_eq!(run_bin(&["-d", i, "-o", o]).status.code(), Some(0));
+    let vignettes = out.join("flat/vignettes");
+    let mut flat = Vec::new();
+    for path in vignette_files(&vignettes).iter().step_by(7) {
+        let name = path.file_name().unwrap();
+        fs::copy(path, vignettes.join(name)).unwrap();
+        flat.push(vignettes.join(name));
+    }
+    fs::write(vignettes.join("notes.txt"), "the lab's own").unwrap();
+    fs::remove_file(out.join("flat/.state/DecollageImages.stamp.json")).unwrap();
+    let rerun = run_bin(&["-d", i, "-o", o]);
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    let report = json(&out.join("flat/run-report.json"));
+    let items = &task(&report, "DecollageImages")["items"];
+    assert_eq!(items["ran"], 0, "no page cut again: {items}");
+    for path in &flat {
+        assert!(!path.exists(), "{} left", path.display());
+    }
+    assert!(
+        vignettes.join("notes.txt").is_file(),
+        "not a vignette: kept"
+    );
+    assert_eq!(vignette_files(&vignettes).len(), 60);
+    assert_eq!(status(&input, &out)["state"], "complete");
+}
+
+#[test]
+fn a_page_folder_swapped_for_a_link_to_a_copy_is_cut_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = synthetic(dir.path(), "linkpage", 40, 2);
+    let out = dir.path().join("out");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    assert_eq!(run_bin(&["-d", i, "-o", o]).status.code(), Some(0));
+    let page = out.join("linkpage/vignettes/linkpage_images_000002.tif");
+    let copy = dir.path().join("copy");
+    let copied = Command::new("cp")
+        .args(["-a", page.to_str().unwrap(), copy.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    fs::remove_dir_all(&page).unwrap();
+    std::os::unix::fs::symlink(&copy, &page).unwrap();
+    let rerun = run_bin(&["-d", i, "-o", o]);
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    let report = json(&out.join("linkpage/run-report.json"));
+    let items = &task(&report, "DecollageImages")["items"];
+    assert_eq!(
+        (items["ran"].as_u64(), items["skipped"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(
+        fs::symlink_metadata(&page).unwrap().is_dir(),
+        "a real folder again"
+    );
+    assert_eq!(
+        fs::read_dir(&copy).unwrap().count(),
+        20,
+        "the copy is untouched"
+    );
+}
+
+#[test]
 fn a_vignette_touched_from_outside_is_stale_even_with_the_same_size() {
     let dir = tempfile::tempdir().unwrap();
     let input = synthetic(dir.path(), "touch", 50, 1);

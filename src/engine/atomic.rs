@@ -119,10 +119,18 @@ impl Staging {
         target: PathBuf,
         write: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> io::Result<()> {
-        if let Some(owned) = self.owned.as_mut()
-            && target.parent() == Some(owned.folder.as_path())
-        {
-            return stage_owned(owned, &mut self.staged, &mut self.targets, target, write);
+        if let Some(owned) = self.owned.as_mut() {
+            if target.parent() == Some(owned.folder.as_path()) {
+                return stage_owned(owned, &mut self.staged, &mut self.targets, target, write);
+            }
+            if target.starts_with(&owned.folder) {
+                // Its temporary would go into the old folder, which is replaced whole.
+                return Err(io::Error::other(format!(
+                    "{}: only files directly inside the owned folder {} can be written",
+                    target.display(),
+                    owned.folder.display()
+                )));
+            }
         }
         let temp = self.temp_for(&target);
         for folder in [target.parent(), temp.parent()].into_iter().flatten() {
@@ -198,8 +206,9 @@ impl Staging {
         let mut committed = Vec::with_capacity(self.staged.len());
         let mut folders = BTreeSet::new();
         if let Some(owned) = self.owned.as_mut().filter(|o| o.made) {
-            if self.staged.len() <= FSYNC_EACH_LIMIT {
-                // Each file was synced as it was written; their names in the folder too.
+            // Each file was synced as it was written (or by `syncfs`, which on Linux also
+            // makes their names durable); their names in the folder too.
+            if self.staged.len() <= FSYNC_EACH_LIMIT || cfg!(not(target_os = "linux")) {
                 sync_dir(&owned.partial)?;
             }
             publish(&owned.partial, &owned.folder)?;
@@ -299,8 +308,11 @@ fn stage_owned(
 
 /// Puts the folder `partial` in the place of `folder` in one step: a plain rename when
 /// there is no folder yet (or an empty one), else an exchange, after which the old files
-/// (now at `partial`) are removed. Where the filesystem cannot exchange, the old folder is
-/// first moved aside (a moment without the folder, never a mix of old and new files).
+/// (now at `partial`) are removed. Where the filesystem cannot exchange (NFS, FUSE, other
+/// systems), the old folder is first moved aside (a moment without the folder, never a mix
+/// of old and new files), and moved back if the new one cannot take its place. Old files
+/// that cannot be removed once the new folder is in place are left to the task's sweep of
+/// temporaries: the new folder stands.
 fn publish(partial: &Path, folder: &Path) -> io::Result<()> {
     match fs::rename(partial, folder) {
         Ok(()) => return Ok(()),
@@ -308,23 +320,47 @@ fn publish(partial: &Path, folder: &Path) -> io::Result<()> {
         Err(e) if fs::symlink_metadata(folder).is_err() => return Err(with_path(e, folder)),
         Err(_) => {}
     }
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::fs::{CWD, RenameFlags, renameat_with};
-        match renameat_with(CWD, partial, CWD, folder, RenameFlags::EXCHANGE) {
-            Ok(()) => return remove_any(partial).map_err(|e| with_path(e, partial)),
-            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {}
-            Err(e) => return Err(with_path(e.into(), folder)),
+    let old = {
+        #[cfg(target_os = "linux")]
+        {
+            use rustix::fs::{CWD, RenameFlags, renameat_with};
+            use rustix::io::Errno;
+            match renameat_with(CWD, partial, CWD, folder, RenameFlags::EXCHANGE) {
+                Ok(()) => Some(partial.to_path_buf()),
+                Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => None,
+                Err(e) => return Err(with_path(e.into(), folder)),
+            }
         }
+        #[cfg(not(target_os = "linux"))]
+        None
+    };
+    let old = match old {
+        Some(old) => old,
+        None => publish_aside(partial, folder)?,
+    };
+    if let Err(e) = remove_any(&old) {
+        tracing::warn!(folder = %old.display(), error = %e, "old files left for the sweep");
     }
-    let aside = temp_path(&folder.with_file_name(format!(
-        "{}.old",
+    Ok(())
+}
+
+/// [`publish`] where the filesystem cannot exchange: the old folder moved aside, the new
+/// one renamed into its place (the old one put back if that fails). Returns where the old
+/// one is now.
+fn publish_aside(partial: &Path, folder: &Path) -> io::Result<PathBuf> {
+    // `.~NAME.partial`: no item's own hidden folder can have this name (a name starting
+    // with `~` is refused), so moving aside never touches another's.
+    let aside = folder.with_file_name(format!(
+        ".~{}.partial",
         folder.file_name().unwrap_or_default().to_string_lossy()
-    )));
+    ));
     let _ = remove_any(&aside);
     fs::rename(folder, &aside).map_err(|e| with_path(e, folder))?;
-    fs::rename(partial, folder).map_err(|e| with_path(e, folder))?;
-    remove_any(&aside).map_err(|e| with_path(e, &aside))
+    if let Err(e) = fs::rename(partial, folder) {
+        let _ = fs::rename(&aside, folder);
+        return Err(with_path(e, folder));
+    }
+    Ok(aside)
 }
 
 /// Removes what is at `path`, never following a link: a folder with all it holds, anything
@@ -555,6 +591,38 @@ mod tests {
         assert!(!partial.exists());
         assert!(!folder.join("3.tif").exists());
         assert_eq!(fs::read(folder.join("2.tif")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn without_an_exchange_the_old_folder_is_moved_aside_and_back_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (folder, partial) = (dir.path().join("a.tif"), dir.path().join(".a.tif.partial"));
+        fs::create_dir(&folder).unwrap();
+        fs::write(folder.join("old.tif"), b"old").unwrap();
+        // The hidden folder of a page named `a.tif.old` is not where the old one goes.
+        let other = dir.path().join(".a.tif.old.partial");
+        fs::create_dir(&other).unwrap();
+        fs::create_dir(&partial).unwrap();
+        fs::write(partial.join("new.tif"), b"new").unwrap();
+        let aside = publish_aside(&partial, &folder).unwrap();
+        assert_eq!(fs::read(folder.join("new.tif")).unwrap(), b"new");
+        assert_eq!(fs::read(aside.join("old.tif")).unwrap(), b"old");
+        assert!(other.is_dir(), "another page's hidden folder is untouched");
+        assert!(is_temp_name(&aside.file_name().unwrap().to_string_lossy()));
+
+        // The new folder missing: the old one is put back.
+        let gone = dir.path().join(".gone.partial");
+        assert!(publish_aside(&gone, &folder).is_err());
+        assert_eq!(fs::read(folder.join("new.tif")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_file_below_an_owned_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("page");
+        let mut staging = Staging::owning(folder.clone());
+        let error = staging.write(folder.join("sub/x.tif"), b"x").unwrap_err();
+        assert!(error.to_string().contains("directly inside"), "{error}");
     }
 
     #[test]

@@ -376,9 +376,9 @@ impl Runner {
                 previous: None,
             };
             let previous = slot.read_marker(&workspace);
-            let done = previous.as_ref().is_some_and(|m| {
-                m.digest == slot.digest && m.outputs.iter().all(|o| o.problem().is_none())
-            });
+            let done = previous
+                .as_ref()
+                .is_some_and(|m| m.digest == slot.digest && m.problem().is_none());
             if self.force || !done || plan.must_run(index) {
                 // Kept only for the items that run: what they produced before and no longer
                 // does is removed. A done item's records are read again when needed, so
@@ -655,7 +655,7 @@ impl ItemSlot {
                 last = Some(parent);
             }
         }
-        match marker.outputs.iter().find_map(OutputRecord::problem) {
+        match marker.problem() {
             Some(problem) => Err(problem.to_string()),
             None => Ok(()),
         }

@@ -55,6 +55,22 @@ struct StoredMarker {
 }
 
 impl ItemMarker {
+    /// The first way in which the files it lists are not as recorded: a folder of them that
+    /// is no longer a folder, or a file missing or changed.
+    pub fn problem(&self) -> Option<OutputProblem> {
+        let mut last: Option<&Path> = None;
+        for folder in self.outputs.iter().filter_map(|r| r.path.parent()) {
+            // Files come folder by folder: one look per folder.
+            if last != Some(folder) {
+                if let Some(problem) = folder_problem(folder) {
+                    return Some(problem);
+                }
+                last = Some(folder);
+            }
+        }
+        self.outputs.iter().find_map(OutputRecord::problem)
+    }
+
     /// The marker's JSON, paths made relative to `workspace`; an error names a file outside.
     pub fn to_json(&self, workspace: &Path) -> io::Result<Vec<u8>> {
         let outputs = self
@@ -301,8 +317,27 @@ pub fn check_outputs(task: &dyn Task, stamp: &Stamp) -> OutputCheck {
         .filter_map(OutputRecord::problem)
         .collect();
     let paths: Vec<&Path> = produced.iter().map(|r| r.path.as_path()).collect();
+    let mut last: Option<&Path> = None;
+    for folder in paths.iter().filter_map(|p| p.parent()) {
+        if last != Some(folder) {
+            check.problems.extend(folder_problem(folder));
+            last = Some(folder);
+        }
+    }
     check.temporaries = temporaries_in(&written_folders(task, &paths));
     check
+}
+
+/// A folder of produced files that is there but is not a folder (a link to lookalikes,
+/// say): readers would read through it. A missing folder is told by its files.
+pub fn folder_problem(folder: &Path) -> Option<OutputProblem> {
+    match std::fs::symlink_metadata(folder) {
+        Ok(meta) if !meta.is_dir() => Some(OutputProblem::Unreadable(
+            folder.to_path_buf(),
+            "is no longer a folder (a link or a file is in its place)".into(),
+        )),
+        _ => None,
+    }
 }
 
 /// Every folder a task writes: its targets' (a folder target itself), its produced files',

@@ -77,7 +77,12 @@ impl Collage {
     /// Keeps the page for the next task of this run that opens the same file (see
     /// [`kept_pages`]), if it fits in the pages' share of the budget; else drops it.
     pub fn hand_over(mut self) {
-        if let Some((path, stamp)) = self.source.take() {
+        let Some((path, stamp)) = self.source.take() else {
+            return;
+        };
+        // Changed while it was decoded: these pixels may be of neither version.
+        let now = std::fs::metadata(&path).map(|meta| kept_pages::FileStamp::of(&meta));
+        if now.is_ok_and(|now| now == stamp) {
             let limit = self.budget.map_or(0, |b| b.limit());
             kept_pages::keep(&path, stamp, self, limit);
         }

@@ -10,8 +10,9 @@
 //! and a page kept longer than [`MAX_AGE`] is dropped at the next keep or take. A kept page
 //! holds no share of the budget (so it never blocks a decode); whoever takes it reserves
 //! its bytes again. A page is taken only for the same path and the same file: size,
-//! modification time and inode as when it was decoded. The task that would take them
-//! discards what is left of its session's when it ends ([`discard`]).
+//! modification and change times, inode and device as before and after it was decoded.
+//! The task that would take them, and the run of the session, discard what is left of the
+//! session's when they end ([`discard`]).
 
 use crate::flowcam::Collage;
 use std::path::{Path, PathBuf};
@@ -22,13 +23,16 @@ use std::time::{Duration, Instant};
 pub const SHARE: usize = 8;
 
 /// A page kept longer than this is dropped: its reader did not come.
-pub const MAX_AGE: Duration = Duration::from_secs(120);
+pub const MAX_AGE: Duration = Duration::from_secs(600);
 
 /// What a page's file was when it was decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStamp {
     pub size: u64,
     pub mtime_ns: i128,
+    /// The change time, which no one can set back (a file rewritten with its size and
+    /// modification time put back still changes it).
+    pub ctime_ns: i128,
     pub inode: u64,
     pub device: u64,
 }
@@ -39,6 +43,7 @@ impl FileStamp {
         FileStamp {
             size: meta.len(),
             mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
             inode: meta.ino(),
             device: meta.dev(),
         }
@@ -67,11 +72,11 @@ fn drop_old(pages: &mut Vec<Kept>) {
 pub fn keep(path: &Path, stamp: FileStamp, page: Collage, limit: usize) {
     let mut pages = kept();
     drop_old(&mut pages);
+    pages.retain(|k| k.path != path);
     let held: usize = pages.iter().map(|k| k.page.pixels.len()).sum();
     if held.saturating_add(page.pixels.len()) > limit / SHARE {
         return;
     }
-    pages.retain(|k| k.path != path);
     pages.push(Kept {
         path: path.to_path_buf(),
         stamp,

@@ -133,6 +133,10 @@ impl StatusCache {
                 .into_iter()
                 .flatten()
                 .flatten()
+                .filter(|e| {
+                    e.file_type().is_ok_and(|t| t.is_dir())
+                        && !crate::engine::atomic::is_temp_name(&e.file_name().to_string_lossy())
+                })
                 .map(|e| e.path())
                 .collect();
             pages.sort();

@@ -691,6 +691,26 @@ impl<'a> Pages<'a> {
         Ok(())
     }
 
+    /// Removes the vignettes of the flat layout (`vignettes/<experiment>_<id>.tif`) that a
+    /// run of an earlier build left: each page's marker lists them until the page is cut
+    /// into its folder, which removes them as orphans, but a run killed between the two
+    /// would leave them listed nowhere. No file of the page-folder layout lies there.
+    fn remove_flat_vignettes(&self, folder: &std::path::Path) -> anyhow::Result<()> {
+        let prefix = format!("{}_", self.task.session.experiment);
+        let entries = std::fs::read_dir(folder).with_context(|| folder.display().to_string())?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let flat = entry.file_type().is_ok_and(|t| !t.is_dir())
+                && name.starts_with(&prefix)
+                && name.ends_with(".tif");
+            if flat {
+                std::fs::remove_file(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+
     fn vignette_path(&self, collage: &str, row: &csv::StringRecord) -> PathBuf {
         vignette_path(
             &self.task.session.vignettes_dir(),
@@ -778,6 +798,7 @@ impl Plan for Pages<'_> {
         } else {
             let folder = self.task.session.vignettes_dir();
             std::fs::create_dir_all(&folder).with_context(|| folder.display().to_string())?;
+            self.remove_flat_vignettes(&folder)?;
         }
         let sizes = self.sizes.lock().expect("no panics under the lock");
         // Streamed, a page at a time: never the whole manifest in memory.

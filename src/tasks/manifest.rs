@@ -81,8 +81,19 @@ pub fn check_page_name(collage: &str) -> Result<(), String> {
             "{collage:?} is named like a temporary (.NAME.partial)"
         ));
     }
+    // Its folder's hidden sibling, `.NAME.partial`, must fit a file name (255 bytes).
+    if collage.len() > MAX_PAGE_NAME {
+        return Err(format!(
+            "the collage name {collage:?} is {} bytes long: at most {MAX_PAGE_NAME} can name \
+             its vignettes' folder",
+            collage.len()
+        ));
+    }
     Ok(())
 }
+
+/// The longest collage name that can name a page's folder (and its hidden sibling).
+pub const MAX_PAGE_NAME: usize = 240;
 
 /// A manifest as read: its rows in file order, each with its line number.
 #[derive(Debug, Clone, Default)]
@@ -187,6 +198,20 @@ mod tests {
             class: "Daphnia, big".into(),
             blank: false,
         }
+    }
+
+    #[test]
+    fn a_page_folder_name_is_plain_not_hidden_and_fits() {
+        assert!(check_page_name("S_images_000001.tif").is_ok());
+        assert!(check_page_name(".S.tif.partial").is_err());
+        assert!(check_page_name("../S.tif").is_err());
+        assert!(check_page_name(&"a".repeat(MAX_PAGE_NAME)).is_ok());
+        let long = check_page_name(&"a".repeat(MAX_PAGE_NAME + 1)).unwrap_err();
+        assert!(long.contains("241 bytes long"), "{long}");
+        assert_eq!(
+            row("5").path_in(Path::new("v")),
+            Path::new("v/S_images_000001.tif/S_5.tif")
+        );
     }
 
     #[test]
