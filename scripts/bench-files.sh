@@ -143,6 +143,31 @@ for n in $(seq "$rounds"); do
   timed "one-folder-2" python3 "$work/bare.py" "$manifest" "$(fresh of2 "$n")" 2 one-folder
 done
 
+report() {
+  python3 - "$work/times" "$@" <<'EOF'
+import statistics, sys
+times, pairs = sys.argv[1], sys.argv[2:]
+runs = {}
+for line in open(times):
+    name, wall, user, system = line.split()
+    runs.setdefault(name, []).append((float(wall), float(user), float(system)))
+names = [name for name in runs if any(name in pair.split("/") for pair in pairs)]
+n = len(runs[names[0]])
+print(f"median of {n} alternating rounds:")
+for name in names:
+    wall, user, system = (statistics.median(r[k] for r in runs[name]) for k in range(3))
+    print(f"  {name:<20} wall {wall:6.3f} s  user {user:6.3f} s  system {system:6.3f} s")
+for pair in pairs:
+    a, b = pair.split("/")
+    ratios = [[x[k] / y[k] if y[k] > 0 else float("nan") for k in range(3)]
+              for x, y in zip(runs[a], runs[b])]
+    wall, user, system = (statistics.median(r[k] for r in ratios) for k in range(3))
+    spread = ", ".join(f"{r[0]:.2f}" for r in ratios)
+    print(f"  {a + ' / ' + b:<38} wall {wall:5.2f}x  user {user:5.2f}x  system {system:5.2f}x"
+          f"  (wall per round: {spread})")
+EOF
+}
+
 echo "== local vignettes: the pipeline against the bare loop of the same files and layout"
 report pipeline-j1/loop-1 pipeline-j2/loop-2 pipeline-j2/pipeline-j1 loop-2/loop-1
 echo "== the same files in the flat layout of before (a bare loop): what a folder per page buys"
