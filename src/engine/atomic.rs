@@ -148,24 +148,15 @@ impl Staging {
             }
             other => other,
         };
-        let mut file = result.map_err(|e| with_path(e, &temp))?;
-        let written = write(&mut file).and_then(|()| {
-            if self.staged.len() < FSYNC_EACH_LIMIT {
-                // Small batches sync as they go; large ones sync once in `commit`.
-                file.sync_all()
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(with_path(e, &temp));
-        }
-        // Writing a target again replaces its temporary; it is still committed once.
-        if self.targets.insert(target.clone()) {
-            self.staged.push((temp, target));
-        }
-        Ok(())
+        let file = result.map_err(|e| with_path(e, &temp))?;
+        fill(
+            &mut self.staged,
+            &mut self.targets,
+            file,
+            temp,
+            target,
+            write,
+        )
     }
 
     /// Where `target`'s temporary goes: this batch's folder, unless a target of the same
@@ -288,9 +279,23 @@ fn stage_owned(
         owned.made = true;
     }
     let temp = owned.partial.join(target.file_name().unwrap_or_default());
-    let mut file = create_temp(&temp).map_err(|e| with_path(e, &temp))?;
+    let file = create_temp(&temp).map_err(|e| with_path(e, &temp))?;
+    fill(staged, targets, file, temp, target, write)
+}
+
+/// Lets `write` fill `file`, the new temporary `temp` of `target`, and stages it; on
+/// failure the temporary goes.
+fn fill(
+    staged: &mut Vec<(PathBuf, PathBuf)>,
+    targets: &mut HashSet<PathBuf>,
+    mut file: File,
+    temp: PathBuf,
+    target: PathBuf,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let written = write(&mut file).and_then(|()| {
         if staged.len() < FSYNC_EACH_LIMIT {
+            // Small batches sync as they go; large ones sync once in `commit`.
             file.sync_all()
         } else {
             Ok(())
@@ -300,6 +305,7 @@ fn stage_owned(
         let _ = fs::remove_file(&temp);
         return Err(with_path(e, &temp));
     }
+    // Writing a target again replaces its temporary; it is still committed once.
     if targets.insert(target.clone()) {
         staged.push((temp, target));
     }
