@@ -100,11 +100,6 @@ pub fn discard(folder: &Path) {
     kept().retain(|k| !k.path.starts_with(folder));
 }
 
-/// How many pages are kept now (for tests and reports).
-pub fn count() -> usize {
-    kept().len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
