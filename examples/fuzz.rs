@@ -1784,19 +1784,27 @@ fn check_outputs(input: &Path, output: &Path, experiment: &str) -> Result<(), St
             ));
         }
     }
-    // Exactly one vignette per particle, named by its canonical id, nothing else.
+    // Exactly one vignette per particle, named by its canonical id, in the folder of its
+    // page, nothing else.
     let expected: BTreeSet<String> = particles
         .iter()
-        .map(|p| format!("{experiment}_{}.tif", p.id))
+        .map(|p| format!("{}/{experiment}_{}.tif", p.collage, p.id))
         .collect();
     let dir = output.join("vignettes");
-    let found: BTreeSet<String> = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => BTreeSet::new(),
-    };
+    let mut found: BTreeSet<String> = BTreeSet::new();
+    for page in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = page.file_name().to_string_lossy().into_owned();
+        match std::fs::read_dir(page.path()) {
+            Ok(files) => found.extend(
+                files
+                    .flatten()
+                    .map(|f| format!("{name}/{}", f.file_name().to_string_lossy())),
+            ),
+            Err(_) => {
+                found.insert(name);
+            }
+        }
+    }
     if found != expected {
         let extra: Vec<_> = found.difference(&expected).take(5).collect();
         let missing: Vec<_> = expected.difference(&found).take(5).collect();
@@ -1842,7 +1850,7 @@ fn check_outputs(input: &Path, output: &Path, experiment: &str) -> Result<(), St
         let p = by_name
             .get(&file)
             .ok_or(format!("manifest lists {file:?}"))?;
-        let size = std::fs::metadata(dir.join(&file))
+        let size = std::fs::metadata(dir.join(&p.collage).join(&file))
             .map_err(|e| e.to_string())?
             .len();
         let row: Vec<&str> = r.iter().collect();
@@ -1889,7 +1897,9 @@ fn check_outputs(input: &Path, output: &Path, experiment: &str) -> Result<(), St
             ));
         }
         let (x, y, w, h) = (x as usize, y as usize, w as usize, h as usize);
-        let path = dir.join(format!("{experiment}_{}.tif", p.id));
+        let path = dir
+            .join(&p.collage)
+            .join(format!("{experiment}_{}.tif", p.id));
         let (vw, vh, vc, pixels) =
             decode_page(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         if (vw as usize, vh as usize, vc) != (w, h, *channels) {
