@@ -262,19 +262,12 @@ pub fn session_status(folder: &Path, query: &StatusQuery) -> SessionStatus {
 /// The files in the page folders of `vignettes` (none when it is missing), temporaries left
 /// out.
 fn count_vignettes(vignettes: &std::path::Path) -> Option<u64> {
+    let pages = crate::tasks::manifest::page_folders(vignettes).ok()?;
+    let files = pages
+        .iter()
+        .flat_map(|page| std::fs::read_dir(page).into_iter().flatten().flatten());
     let visible = |e: &std::fs::DirEntry| {
         !crate::engine::atomic::is_temp_name(&e.file_name().to_string_lossy())
     };
-    let pages = std::fs::read_dir(vignettes).ok()?;
-    let mut count = 0;
-    for page in pages.flatten().filter(visible) {
-        if page.file_type().is_ok_and(|t| t.is_dir()) {
-            let files = std::fs::read_dir(page.path())
-                .into_iter()
-                .flatten()
-                .flatten();
-            count += files.filter(visible).count() as u64;
-        }
-    }
-    Some(count)
+    Some(files.filter(visible).count() as u64)
 }

@@ -647,14 +647,10 @@ impl ItemSlot {
             .read_marker(workspace)
             .filter(|m| m.digest == self.digest)
             .ok_or("it has no record of its files")?;
-        let mut last: Option<&Path> = None;
-        for parent in marker.outputs.iter().filter_map(|r| r.path.parent()) {
-            // Files come folder by folder: skip the set for runs of the same folder.
-            if last != Some(parent) {
-                folders.insert(parent.to_path_buf());
-                last = Some(parent);
-            }
-        }
+        folders.extend(
+            stamp::folders_of(marker.outputs.iter().map(|r| r.path.as_path()))
+                .map(Path::to_path_buf),
+        );
         match marker.problem() {
             Some(problem) => Err(problem.to_string()),
             None => Ok(()),

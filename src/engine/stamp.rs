@@ -58,17 +58,9 @@ impl ItemMarker {
     /// The first way in which the files it lists are not as recorded: a folder of them that
     /// is no longer a folder, or a file missing or changed.
     pub fn problem(&self) -> Option<OutputProblem> {
-        let mut last: Option<&Path> = None;
-        for folder in self.outputs.iter().filter_map(|r| r.path.parent()) {
-            // Files come folder by folder: one look per folder.
-            if last != Some(folder) {
-                if let Some(problem) = folder_problem(folder) {
-                    return Some(problem);
-                }
-                last = Some(folder);
-            }
-        }
-        self.outputs.iter().find_map(OutputRecord::problem)
+        folders_of(self.outputs.iter().map(|r| r.path.as_path()))
+            .find_map(folder_problem)
+            .or_else(|| self.outputs.iter().find_map(OutputRecord::problem))
     }
 
     /// The marker's JSON, paths made relative to `workspace`; an error names a file outside.
@@ -317,15 +309,22 @@ pub fn check_outputs(task: &dyn Task, stamp: &Stamp) -> OutputCheck {
         .filter_map(OutputRecord::problem)
         .collect();
     let paths: Vec<&Path> = produced.iter().map(|r| r.path.as_path()).collect();
-    let mut last: Option<&Path> = None;
-    for folder in paths.iter().filter_map(|p| p.parent()) {
-        if last != Some(folder) {
-            check.problems.extend(folder_problem(folder));
-            last = Some(folder);
-        }
-    }
+    check
+        .problems
+        .extend(folders_of(paths.iter().copied()).filter_map(folder_problem));
     check.temporaries = temporaries_in(&written_folders(task, &paths));
     check
+}
+
+/// The folders of `files`, each once per run of files in it: files come folder by folder,
+/// so this looks at each folder once without a set.
+pub fn folders_of<'a>(files: impl Iterator<Item = &'a Path>) -> impl Iterator<Item = &'a Path> {
+    let mut last: Option<&Path> = None;
+    files.filter_map(|f| f.parent()).filter(move |folder| {
+        let new = last != Some(*folder);
+        last = Some(folder);
+        new
+    })
 }
 
 /// A folder of produced files that is there but is not a folder (a link to lookalikes,
@@ -353,14 +352,7 @@ pub fn written_folders(task: &dyn Task, produced: &[&Path]) -> BTreeSet<PathBuf>
             folders.insert(parent.to_path_buf());
         }
     }
-    let mut last: Option<&Path> = None;
-    for parent in produced.iter().filter_map(|p| p.parent()) {
-        // Files come folder by folder: skip the set for runs of the same folder.
-        if last != Some(parent) {
-            folders.insert(parent.to_path_buf());
-            last = Some(parent);
-        }
-    }
+    folders.extend(folders_of(produced.iter().copied()).map(Path::to_path_buf));
     folders.insert(task.state_dir());
     folders.insert(item_marker_dir(task));
     let staging = item_staging_dir(task);

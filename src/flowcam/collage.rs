@@ -64,12 +64,13 @@ impl Collage {
             .map(|meta| kept_pages::FileStamp::of(&meta))
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let budget = MemoryBudget::pages();
-        if let Some(mut page) = kept_pages::take(path, stamp) {
-            page._memory = Some(budget.reserve(page.pixels.len().saturating_mul(2)));
-            page.source = Some((path.to_path_buf(), stamp));
-            return Ok(page);
-        }
-        let mut page = Self::read(file, Some(budget))?;
+        let mut page = match kept_pages::take(path, stamp) {
+            Some(mut kept) => {
+                kept._memory = Some(budget.reserve(kept.pixels.len().saturating_mul(2)));
+                kept
+            }
+            None => Self::read(file, Some(budget))?,
+        };
         page.source = Some((path.to_path_buf(), stamp));
         Ok(page)
     }

@@ -129,17 +129,7 @@ impl StatusCache {
             ]);
             // A vignette deleted from its page's folder moves only that folder's time: one
             // look per page, where the status looks at every vignette.
-            let mut pages: Vec<PathBuf> = std::fs::read_dir(&vignettes)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| {
-                    e.file_type().is_ok_and(|t| t.is_dir())
-                        && !crate::engine::atomic::is_temp_name(&e.file_name().to_string_lossy())
-                })
-                .map(|e| e.path())
-                .collect();
-            pages.sort();
+            let pages = crate::tasks::manifest::page_folders(&vignettes).unwrap_or_default();
             signal.extend(pages.iter().map(|p| time(p)));
         }
         signal

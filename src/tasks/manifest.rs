@@ -67,6 +67,21 @@ pub fn page_folder(vignettes: &Path, collage: &str) -> PathBuf {
     vignettes.join(collage)
 }
 
+/// The page folders in `vignettes`, sorted: real folders, not the hidden ones of pages
+/// being written.
+pub fn page_folders(vignettes: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(vignettes)?
+        .flatten()
+        .filter(|e| {
+            e.file_type().is_ok_and(|t| t.is_dir())
+                && !crate::engine::atomic::is_temp_name(&e.file_name().to_string_lossy())
+        })
+        .map(|e| e.path())
+        .collect();
+    pages.sort();
+    Ok(pages)
+}
+
 /// Where the vignette `file` of page `collage` is: `vignettes/<collage>/<file>`.
 pub fn vignette_path(vignettes: &Path, collage: &str, file: &str) -> PathBuf {
     page_folder(vignettes, collage).join(file)
